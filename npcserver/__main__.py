@@ -1,0 +1,3 @@
+from npcserver.cli import entry_point
+
+entry_point()

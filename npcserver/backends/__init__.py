@@ -1,0 +1,26 @@
+"""Model backends: the contracts (`base`), real implementations and deterministic fakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from npcserver.backends.base import DialogueModel, Synthesizer, Transcriber
+from npcserver.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    transcriber: Transcriber
+    dialogue: DialogueModel
+    synthesizer: Synthesizer
+
+
+def create_backends(settings: Settings) -> Backends:
+    """Load the models the settings name (blocking: seconds for real models)."""
+    if settings.backend == "fake":
+        from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+
+        return Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer())
+    from npcserver.models import load_real_backends
+
+    return load_real_backends(settings)

@@ -1,0 +1,78 @@
+"""The three model contracts the pipeline talks to.
+
+Every method here is *blocking* and is called from the model's own single-worker executor, never
+from the event loop. Real implementations live beside this file (faster-whisper, transformers,
+piper); `fake.py` holds deterministic fakes for fast tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    max_new_tokens: int = 60
+    temperature: float = 0.7  # 0 means greedy decoding
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    """How one NPC sounds: which Piper voice, and how it is altered."""
+
+    model: str = "en_US-joe-medium"  # embedded voice name, or a path to a Piper .onnx file
+    speaker_id: int | None = None
+    speed: float = 1.0  # 1.0 = the voice's own pace; 1.2 = 20 % faster
+    pitch_semitones: float = 0.0  # +12 = one octave up
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    language: str = "en"
+    audio_seconds: float = 0.0
+
+
+class Transcriber(Protocol):
+    """Speech to text. `audio` is mono float32 in [-1, 1] at 16 kHz."""
+
+    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+
+class DialogueModel(Protocol):
+    """Chat messages in, the reply streamed out as text pieces (tokens or words).
+
+    The iterator is consumed inside the model's worker thread. `should_stop` is polled between
+    tokens; when it returns True the generator must end promptly (this is how interrupts cancel).
+    """
+
+    def generate(
+        self,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[str]: ...
+
+
+class Synthesizer(Protocol):
+    """Text to speech: one clause in, mono int16 PCM at `sample_rate` out."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray: ...

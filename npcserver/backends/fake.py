@@ -1,0 +1,88 @@
+"""Deterministic fake models, for fast tests and for measuring the server's own overhead.
+
+They implement the same contracts as the real backends and do a predictable amount of work:
+no weights, no randomness. Every call is recorded so tests can inspect what reached a model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
+
+FAKE_SAMPLE_RATE = 22050
+
+
+class FakeTranscriber:
+    """Says how much audio it heard, unless a test scripted the next transcripts."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.scripted: list[str] = []
+        self.calls: list[float] = []  # seconds of audio per call
+        self.fail_next = False
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        seconds = len(audio) / 16000
+        self.calls.append(seconds)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("fake transcriber failure (scripted by a test)")
+        time.sleep(self.delay_s)
+        text = self.scripted.pop(0) if self.scripted else f"fake transcript of {seconds:.1f} seconds"
+        return Transcript(text=text, audio_seconds=seconds)
+
+
+class FakeDialogue:
+    """Streams a fixed reply word by word; echoes the player's last line so tests can follow turns."""
+
+    def __init__(self, token_delay_s: float = 0.0, reply: str | None = None) -> None:
+        self.token_delay_s = token_delay_s
+        self.reply = reply
+        self.prompts: list[list[ChatMessage]] = []
+        self.fail_next = False
+        self._lock = threading.Lock()
+
+    def generate(
+        self, messages: list[ChatMessage], options: GenerationOptions, should_stop: Callable[[], bool]
+    ) -> Iterator[str]:
+        with self._lock:
+            self.prompts.append(list(messages))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("fake dialogue failure (scripted by a test)")
+        heard = messages[-1].content if messages else ""
+        reply = self.reply or f"You said {heard[:60]}. Well met, traveller, the forge is hot today."
+        for index, word in enumerate(reply.split(" ")):
+            if should_stop() or index >= options.max_new_tokens:
+                return
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            yield word if index == 0 else " " + word
+
+
+class FakeSynthesizer:
+    """A 220 Hz tone, 50 ms per character: audible, non-silent, and proportional to the text."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, VoiceSettings]] = []
+        self.fail_next = False
+
+    @property
+    def sample_rate(self) -> int:
+        return FAKE_SAMPLE_RATE
+
+    def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray:
+        self.calls.append((text, voice))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("fake synthesizer failure (scripted by a test)")
+        time.sleep(self.delay_s)
+        n = int(0.05 * len(text) * FAKE_SAMPLE_RATE)
+        t = np.arange(n) / FAKE_SAMPLE_RATE
+        return (0.3 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype(np.int16)

