@@ -30,5 +30,6 @@ def configure_logging(level: str = "info", as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # the websockets library logs every failed handshake at info; that is noise for operators
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
+    # libraries that log every handshake or every transcription at info: noise for operators
+    for name in ("websockets", "faster_whisper"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -158,6 +158,8 @@ class TurnEnd:
     turn: int
     interrupted: bool
     timings: dict[str, float]
+    filler: bool = False  # a filler line was played before the reply (voice_to_voice_ms counts it)
+    speculative: bool = False  # the turn was started during the player's pause, before the end was confirmed
 
 
 @dataclass(frozen=True, slots=True)

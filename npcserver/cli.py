@@ -1,0 +1,122 @@
+"""Command line: `npcserver serve | prepare | personas check | personas schema | chat | say`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from npcserver.config import ENV_PREFIX, Settings, SettingsError, load_settings, setting_fields
+from npcserver.logs import configure_logging
+
+DESCRIPTION = """\
+npcserver: talk to game characters out loud. A WebSocket service that turns a player's speech into an
+NPC's spoken reply (faster-whisper -> transformers LLM -> Piper), streaming every stage.
+
+Every option can also be set in the environment (NPCSERVER_<OPTION>, e.g. NPCSERVER_PORT=9000) or in a
+TOML config file (--config; keys are option names with underscores). Flags win over the environment,
+which wins over the config file.
+"""
+
+
+def _add_settings_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help=f"TOML file of settings (env {ENV_PREFIX}CONFIG).")
+    for f in setting_fields():
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default}; env {ENV_PREFIX}{f.name.upper()})"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), choices=f.metadata.get("choices"),
+                                help=help_text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = {f.name for f in setting_fields()}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    return load_settings(flags, config_file=args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="npcserver", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="Run the server (WebSocket /v1/talk, /healthz, demo page at /).",
+                                description="Run the server. It listens at once; /healthz answers 503 until the models are loaded, then 200.")
+    _add_settings_options(serve)
+
+    prepare = commands.add_parser("prepare", help="Prepare the models once (converts the embedded LLM; cached).",
+                                  description="Locate and prepare every model the settings name; later starts reuse the cache.")
+    _add_settings_options(prepare)
+
+    personas = commands.add_parser("personas", help="Check persona files, or print their JSON Schema.")
+    persona_commands = personas.add_subparsers(dest="personas_command", required=True, metavar="ACTION")
+    check = persona_commands.add_parser("check", help="Validate persona files; exit 1 on any error.",
+                                        description="Validate persona files (default: every *.toml in --voices). Prints every error of every file with file, field and line.")
+    check.add_argument("paths", nargs="*", type=Path, help="Files or folders to check.")
+    check.add_argument("--voices", type=Path, default=None, help="The voices folder (default: ./voices, env NPCSERVER_VOICES).")
+    persona_commands.add_parser("schema", help="Print the JSON Schema of the persona format.")
+
+    chat = commands.add_parser("chat", help="Text conversation with an NPC in the terminal (real model, no audio).")
+    chat.add_argument("npc", help="Persona id, e.g. greta_blacksmith.")
+    _add_settings_options(chat)
+
+    say = commands.add_parser("say", help="Write an NPC's voice saying TEXT to a WAV file.")
+    say.add_argument("npc", help="Persona id, e.g. greta_blacksmith.")
+    say.add_argument("text", help="What the NPC says.")
+    say.add_argument("--out", type=Path, default=None, help="WAV file to write (default: NPC_ID.wav).")
+    _add_settings_options(say)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except SettingsError as exc:
+        print(f"npcserver: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local packages, never from a hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.command == "personas":
+        from npcserver import persona_cli
+
+        if args.personas_command == "schema":
+            return persona_cli.schema_command()
+        voices = args.voices or Path(os.environ.get(ENV_PREFIX + "VOICES", "voices"))
+        return persona_cli.check_command(args.paths, voices)
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_json)
+    if args.command == "serve":
+        from npcserver.server import run_server
+
+        asyncio.run(run_server(settings))
+        return 0
+    if args.command == "prepare":
+        from npcserver.models import prepare_models
+
+        prepare_models(settings)
+        return 0
+    from npcserver import preview
+
+    if args.command == "chat":
+        return preview.chat_command(settings, args.npc)
+    if args.command == "say":
+        return preview.say_command(settings, args.npc, args.text, args.out)
+    raise AssertionError(args.command)
+
+
+def entry_point() -> Any:
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Short filler lines ("Hmm.", "Let me think.") pre-synthesized once per persona version.
+
+When a reply will miss the NPC's latency budget (queued behind other players, or a slow reply), the
+session plays a filler at once from this cache instead of leaving the player in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+
+from npcserver.pipeline import ModelRunner
+
+log = logging.getLogger(__name__)
+
+
+class FillerCache:
+    def __init__(self, runner: ModelRunner) -> None:
+        self._runner = runner
+        self._audio: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._warming: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    @staticmethod
+    def _key(persona: Any) -> tuple[str, str]:
+        return (persona.id, persona.version)
+
+    def get(self, persona: Any, turn: int) -> np.ndarray | None:
+        """A filler for this turn (they take turns), or None while the persona's aren't synthesized yet."""
+        lines = self._audio.get(self._key(persona))
+        return lines[turn % len(lines)] if lines else None
+
+    def warm(self, persona: Any) -> None:
+        """Synthesize the persona's fillers in the background, once per persona version."""
+        key = self._key(persona)
+        if not persona.fillers or key in self._audio or key in self._warming:
+            return
+        task = asyncio.create_task(self._synthesize(persona, key), name=f"fillers-{persona.id}")
+        self._warming[key] = task
+        task.add_done_callback(lambda _: self._warming.pop(key, None))
+
+    async def _synthesize(self, persona: Any, key: tuple[str, str]) -> None:
+        try:
+            self._audio[key] = [await self._runner.synthesize(line, persona.voice) for line in persona.fillers]
+        except Exception as exc:  # fillers are a nicety: a failure must not hurt the session
+            log.warning("could not synthesize fillers for %s: %s", persona.id, exc)
+
+    async def close(self) -> None:
+        for task in list(self._warming.values()):
+            task.cancel()
+        await asyncio.gather(*self._warming.values(), return_exceptions=True)

@@ -1,0 +1,319 @@
+"""The overlapping turn: utterance -> ASR -> streamed reply -> clauses -> audio chunks.
+
+`ModelRunner` owns one single-worker executor per model (the worker is also the model's lock), so
+no model call ever runs on the event loop and concurrent sessions queue per model. `run_turn`
+overlaps the stages: the first clause is being spoken while the LLM writes the next one.
+Cancelling the task running `run_turn` (an interrupt) stops generation at the next token and
+drops any synthesis in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from npcserver.backends import Backends
+from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
+from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage
+from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+AUDIO_FRAME_SAMPLES = 8192  # ~0.37 s at 22.05 kHz, 16 KiB: few frames, well under the 64 KiB limit
+CLAUSE_QUEUE_SIZE = 8
+
+
+class ModelError(Exception):
+    """A model failed during a turn; the session reports it and goes on."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage} failed: {cause}")
+        self.stage = stage
+
+
+@dataclass
+class StageLoad:
+    """Calls waiting for or running on one model; exported as metrics and used to predict lateness."""
+
+    pending: int = 0
+    busy_seconds: float = 0.0
+    calls: int = 0
+
+
+class ModelRunner:
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.sample_rate = backends.synthesizer.sample_rate
+        self._executors = {
+            stage: ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage) for stage in ("asr", "llm", "tts")
+        }
+        self.load = {stage: StageLoad() for stage in self._executors}
+        self._prefilled: set[object] = set()
+
+    async def _call(self, stage: str, fn: Callable[[], T]) -> T:
+        load = self.load[stage]
+
+        def timed() -> T:
+            started = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                load.busy_seconds += time.perf_counter() - started
+                load.calls += 1
+
+        load.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executors[stage], timed)
+        except Exception as exc:
+            raise ModelError(stage, exc) from exc
+        finally:
+            load.pending -= 1
+
+    async def transcribe(self, audio: np.ndarray) -> Transcript:
+        return await self._call("asr", lambda: self.backends.transcriber.transcribe(audio))
+
+    async def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray:
+        return await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice))
+
+    async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str]:
+        """Yield reply pieces as the model writes them; leaving the loop early stops the model."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()  # bounded by max_new_tokens
+        stop = threading.Event()
+
+        def post(item: str | BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+        def generate() -> None:
+            try:
+                iterator: Iterator[str] = self.backends.dialogue.generate(messages, options, stop.is_set)
+                for piece in iterator:
+                    post(piece)
+                    if stop.is_set():
+                        break
+            except Exception as exc:  # reported to the awaiting turn, never lost in the thread
+                post(exc)
+            finally:
+                post(None)
+
+        worker = self._call("llm", generate)
+        task = asyncio.ensure_future(worker)
+        try:
+            while (item := await pieces.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise ModelError("llm", item)
+                yield item
+        finally:
+            stop.set()
+            if not task.done():
+                task.add_done_callback(_consume_result)
+
+    def prefill_once(self, key: object, messages: list[ChatMessage]) -> None:
+        """Let the LLM precompute a prompt prefix (a persona's) in the background, once per key."""
+        prefill = getattr(self.backends.dialogue, "prefill", None)
+        if prefill is None or key in self._prefilled:
+            return
+        self._prefilled.add(key)
+        future = self._executors["llm"].submit(prefill, messages)
+        future.add_done_callback(_log_prefill_failure)
+
+    def close(self) -> None:
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_prefill_failure(future: Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("prompt prefill failed: %s", future.exception())
+
+
+def _consume_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+# --------------------------------------------------------------------------- one turn
+
+Emit = Callable[[ServerMessage | bytes], Awaitable[None]]
+
+
+@dataclass
+class TurnRequest:
+    turn: int
+    messages_for: Callable[[str], list[ChatMessage]]  # player text -> prompt (persona, history, context)
+    voice: VoiceSettings
+    options: GenerationOptions
+    max_reply_words: int
+    audio: np.ndarray | None = None  # the utterance at 16 kHz, or None for a typed line
+    text: str | None = None
+
+
+@dataclass
+class TurnResult:
+    player_text: str = ""
+    reply_text: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
+
+
+_REPLY_AUDIO_BEGINS = object()
+
+
+class TurnOutput:
+    """Where one turn's messages go.
+
+    - While `held` (a speculative turn, started before the end of the player's turn is confirmed)
+      messages are kept back; `commit()` releases them in order, `discard` is just dropping this object.
+    - Audio is sent in whole chunks under a lock, so a filler line and the reply never interleave.
+    - The voice-to-voice clock (from `started_at`, the end of the player's speech) stops at the first
+      audio frame that really reaches the socket.
+    """
+
+    def __init__(self, emit: Emit, turn: int, timings: dict[str, float], started_at: float, held: bool = False) -> None:
+        self._emit = emit
+        self.turn = turn
+        self.timings = timings
+        self.started_at = started_at
+        self._held: list[ServerMessage | bytes | object] | None = [] if held else None
+        self._audio_lock = asyncio.Lock()
+        self.audio_started = False
+        self.reply_audio_started = False
+        self.filler_played = False
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    async def send(self, message: ServerMessage | bytes) -> None:
+        if self._held is not None:
+            self._held.append(message)
+        else:
+            await self._deliver(message)
+
+    async def _deliver(self, message: ServerMessage | bytes | object) -> None:
+        if message is _REPLY_AUDIO_BEGINS:  # a marker, not a frame: the filler (if any) is over
+            self.timings["reply_audio_ms"] = _ms(time.perf_counter() - self.started_at)
+            return
+        await self._emit(message)  # type: ignore[arg-type]
+        if isinstance(message, bytes) and "voice_to_voice_ms" not in self.timings:
+            self.timings["voice_to_voice_ms"] = _ms(time.perf_counter() - self.started_at)
+
+    async def commit(self, started_at: float) -> None:
+        """The player's turn really ended: release what was held, then pass messages straight on."""
+        self.started_at = started_at
+        while self._held:  # what the turn produces while we flush is appended, and flushed too
+            await self._deliver(self._held.pop(0))
+        self._held = None
+
+    async def audio(self, pcm: np.ndarray, *, filler: bool = False) -> bool:
+        """Send int16 audio framed for the socket; a filler only if no audio has started yet."""
+        if pcm.size == 0:
+            return False
+        async with self._audio_lock:
+            if filler and self.audio_started:
+                return False
+            if not self.audio_started:
+                self.audio_started = True
+                await self.send(AudioStart(self.turn))
+            if filler:
+                self.filler_played = True
+            elif not self.reply_audio_started:
+                self.reply_audio_started = True
+                await self.send(_REPLY_AUDIO_BEGINS)  # type: ignore[arg-type]
+            data = pcm.astype("<i2", copy=False).tobytes()
+            step = AUDIO_FRAME_SAMPLES * 2
+            for offset in range(0, len(data), step):
+                await self.send(data[offset : offset + step])
+        return True
+
+    async def end_audio(self) -> None:
+        async with self._audio_lock:
+            if self.audio_started:
+                self.audio_started = False
+                await self.send(AudioEnd(self.turn))
+
+
+async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult) -> None:
+    """Run one turn, filling `result` as it goes (so a cancelled turn still tells what was said)."""
+    timings = result.timings
+    if request.audio is not None:
+        asr_started = time.perf_counter()
+        transcript = await runner.transcribe(request.audio)
+        timings["asr_ms"] = _ms(time.perf_counter() - asr_started)
+        result.player_text = transcript.text.strip()
+        await out.send(TranscriptMessage(request.turn, result.player_text, final=True))
+    else:
+        result.player_text = (request.text or "").strip()
+    if not result.player_text:
+        return  # nothing was said: no reply
+
+    clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_write_reply(runner, request, out, result, clauses))
+        group.create_task(_speak_clauses(runner, request, out, result, clauses))
+    await out.end_audio()
+
+
+async def _write_reply(
+    runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
+) -> None:
+    splitter = ClauseSplitter()
+    limiter = ReplyLimiter(request.max_reply_words)
+    messages = request.messages_for(result.player_text)
+    llm_started = time.perf_counter()
+    try:
+        async with contextlib.aclosing(runner.stream_reply(messages, request.options)) as pieces:
+            async for piece in pieces:
+                if "llm_first_token_ms" not in result.timings:
+                    result.timings["llm_first_token_ms"] = _ms(time.perf_counter() - llm_started)
+                kept, done = limiter.accept(piece)
+                await _pass_on(kept, out, result, splitter, clauses)
+                if done:
+                    break
+        await _pass_on(limiter.flush(), out, result, splitter, clauses)
+        for clause in splitter.flush():
+            await clauses.put(clause)
+    finally:
+        result.timings["llm_total_ms"] = _ms(time.perf_counter() - llm_started)
+        with contextlib.suppress(asyncio.QueueFull):
+            clauses.put_nowait(None)  # a cancelled turn's speaker is cancelled too
+
+
+async def _pass_on(
+    kept: str, out: TurnOutput, result: TurnResult, splitter: ClauseSplitter, clauses: asyncio.Queue[str | None]
+) -> None:
+    """Reply text the limiter let through goes to the client at once and to TTS clause by clause."""
+    if not kept:
+        return
+    result.reply_text += kept
+    await out.send(Reply(out.turn, kept))
+    for clause in splitter.push(kept):
+        await clauses.put(clause)
+
+
+async def _speak_clauses(
+    runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
+) -> None:
+    while (clause := await clauses.get()) is not None:
+        sayable = clean_for_speech(clause)
+        if not sayable:
+            continue
+        tts_started = time.perf_counter()
+        audio = await runner.synthesize(sayable, request.voice)
+        if "tts_first_audio_ms" not in result.timings:
+            result.timings["tts_first_audio_ms"] = _ms(time.perf_counter() - tts_started)
+        await out.audio(audio)

@@ -1,0 +1,415 @@
+"""One player's conversation: protocol messages and audio in, turns out.
+
+The session owns the player's endpointer, history and game context, numbers the turns, and decides
+when a turn starts (end of speech, push-to-talk release, a typed line) and when the NPC is cut off
+(an `interrupt`, or the player talking over it). It knows nothing of sockets: `emit` sends.
+
+Latency tricks live here because they are about *when* to start work:
+- speculation: when the player pauses, the whole turn (ASR, LLM, TTS) starts at once with its output
+  held back; if the pause becomes the end of the turn it is committed (its audio may be ready
+  already), if the player speaks again it is cancelled;
+- fillers: when no reply audio has left by the persona's latency budget, a cached filler line plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import numpy as np
+import soxr
+
+from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
+from npcserver.config import Settings
+from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
+from npcserver.fillers import FillerCache
+from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
+from npcserver.prompt import build_messages, persona_prefix
+from npcserver.protocol import (
+    AudioFormat,
+    Context,
+    EndOfTurn,
+    Error,
+    ErrorCode,
+    Interrupt,
+    NpcInfo,
+    ProtocolError,
+    Ready,
+    Reply,
+    Start,
+    Text,
+    TurnEnd,
+    parse_client_message,
+)
+
+log = logging.getLogger(__name__)
+
+FILLER_LEAD_MS = 150  # play the filler this long before the budget runs out: it must be heard in time
+
+
+class PersonaSource(Protocol):
+    def get(self, persona_id: str) -> Any: ...
+
+
+class SessionState(Enum):
+    AWAITING_START = "awaiting_start"
+    LISTENING = "listening"  # no NPC turn in flight
+    RESPONDING = "responding"  # a turn is being transcribed, written or spoken
+    CLOSED = "closed"
+
+
+class SessionClosed(Exception):
+    """Raised to the connection loop when the session must end; carries the close code."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """What every session shares: settings, models, personas, fillers and how to make an endpointer."""
+
+    settings: Settings
+    runner: ModelRunner
+    personas: PersonaSource
+    new_endpointer: Callable[[], Endpointer]
+    fillers: FillerCache
+
+
+class ArrivalClock:
+    """Maps a sample index of the 16 kHz stream back to the wall time it reached the server."""
+
+    def __init__(self, keep: int = 512) -> None:
+        self._chunks: deque[tuple[int, float]] = deque(maxlen=keep)  # (end sample, perf_counter at arrival)
+
+    def arrived(self, end_sample: int) -> None:
+        self._chunks.append((end_sample, time.perf_counter()))
+
+    def wall_time(self, sample: int) -> float:
+        for end_sample, at in self._chunks:
+            if end_sample >= sample:
+                # the chunk was sent as soon as its last sample was captured: step back from there
+                return at - (end_sample - sample) / ASR_SAMPLE_RATE
+        return time.perf_counter()
+
+
+@dataclass
+class Turn:
+    """An NPC turn in flight: its task, where its output goes, and what it has said so far."""
+
+    number: int
+    out: TurnOutput
+    result: TurnResult
+    task: asyncio.Task[None] | None = None
+    speech_end_sample: int | None = None  # for speculative turns: the pause they were started at
+    extras: list[asyncio.Task[None]] = field(default_factory=list)  # e.g. the filler timer
+
+    def cancel(self) -> None:
+        for task in (self.task, *self.extras):
+            if task is not None and not task.done():
+                task.cancel()
+
+    async def stopped(self) -> None:
+        self.cancel()
+        tasks = [t for t in (self.task, *self.extras) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class Session:
+    def __init__(self, services: SessionServices, emit: Emit, session_id: str | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.emit = emit
+        self.id = session_id or uuid.uuid4().hex[:12]
+        self.state = SessionState.AWAITING_START
+        self.persona_id = ""
+        self.player: str | None = None
+        self.context: dict[str, Any] = {}
+        self.history: list[tuple[str, str]] = []
+        self.turn = 0
+        self._active: Turn | None = None  # the NPC turn the player hears (or is about to)
+        self._speculative: Turn | None = None  # started at a pause, output held until the turn is confirmed
+        self._endpointer: Endpointer | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self._clock = ArrivalClock()
+        self._samples_in = 0
+        self._speech_started_at: int | None = None
+
+    # ------------------------------------------------------------------ inbound
+
+    async def on_text_frame(self, text: str) -> None:
+        try:
+            message = parse_client_message(text)
+            await self._dispatch(message)
+        except ProtocolError as exc:
+            await self.emit(Error(exc.code, exc.message, turn=self.turn or None))
+
+    async def _dispatch(self, message: Any) -> None:
+        if isinstance(message, Start):
+            await self._start(message)
+            return
+        if self.state is SessionState.AWAITING_START:
+            raise ProtocolError(ErrorCode.NOT_STARTED, f"send \"start\" before \"{message.type}\"")
+        self._persona()  # a removed persona ends the session here
+        if isinstance(message, Text):
+            limit = self.settings.max_text_chars
+            if len(message.text) > limit:
+                raise ProtocolError(ErrorCode.TEXT_TOO_LONG, f"text is {len(message.text)} characters; the limit is {limit}")
+            if not message.text.strip():
+                raise ProtocolError(ErrorCode.INVALID_VALUE, "text: \"text\" must not be empty")
+            await self._begin_turn(text=message.text, started_at=time.perf_counter())
+        elif isinstance(message, EndOfTurn):
+            assert self._endpointer is not None
+            ended = self._endpointer.end_of_turn()
+            if ended is not None:
+                await self._on_turn_ended(ended)
+        elif isinstance(message, Interrupt):
+            await self.interrupt()
+        elif isinstance(message, Context):
+            self.context.update(message.context)
+
+    async def _start(self, message: Start) -> None:
+        if self.state is not SessionState.AWAITING_START:
+            raise ProtocolError(ErrorCode.ALREADY_STARTED, "this session has already started; open a new connection for another NPC")
+        persona = self.services.personas.get(message.npc)
+        if persona is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_NPC, f"no NPC with id {message.npc!r} on this server (GET /v1/personas lists them)")
+        self.persona_id = persona.id
+        self.player = message.player
+        self.context = dict(message.context)
+        self._endpointer = self.services.new_endpointer()
+        rate = message.audio.sample_rate
+        if rate != ASR_SAMPLE_RATE:
+            self._resampler = soxr.ResampleStream(rate, ASR_SAMPLE_RATE, 1, dtype="float32")
+        self.state = SessionState.LISTENING
+        out = AudioFormat("pcm_s16le", self.services.runner.sample_rate)
+        await self.emit(Ready(self.id, NpcInfo(persona.id, persona.name), out))
+        log.info("session %s started: npc=%s rate=%d", self.id, persona.id, rate)
+        self.services.runner.prefill_once((persona.id, persona.version), persona_prefix(persona))
+        if self.settings.fillers:
+            self.services.fillers.warm(persona)
+        if persona.greeting and message.greeting:
+            turn = self._new_turn(0, started_at=time.perf_counter())
+            self._launch(turn, self._speak_greeting(turn, persona))
+
+    async def on_audio_frame(self, data: bytes) -> None:
+        if self.state is SessionState.AWAITING_START:
+            await self.emit(Error(ErrorCode.NOT_STARTED, "audio arrived before \"start\"; it was dropped"))
+            return
+        if len(data) % 2:
+            await self.emit(Error(ErrorCode.BAD_AUDIO, f"audio frame of {len(data)} bytes is not whole 16-bit samples; it was dropped"))
+            return
+        samples = pcm16_to_float(data)
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        self._samples_in += len(samples)
+        self._clock.arrived(self._samples_in)
+        assert self._endpointer is not None
+        for event in self._endpointer.feed(samples):
+            if isinstance(event, SpeechStarted):
+                self._speech_started_at = event.at_sample
+            elif isinstance(event, SpeechPaused):
+                self._speculate(event)
+            elif isinstance(event, SpeechResumed):
+                await self._drop_speculation()
+            elif isinstance(event, TurnEnded):
+                self._speech_started_at = None
+                await self._on_turn_ended(event)
+        await self._maybe_barge_in()
+
+    async def _maybe_barge_in(self) -> None:
+        """The player talking over the NPC for long enough (not a cough) cuts the NPC off."""
+        if self._speech_started_at is None or self._active is None or not self._active.running:
+            return
+        spoken_ms = (self._samples_in - self._speech_started_at) * 1000 / ASR_SAMPLE_RATE
+        if spoken_ms >= self.settings.barge_in_ms:
+            log.debug("session %s: barge-in after %.0f ms of speech", self.id, spoken_ms)
+            await self.interrupt()
+
+    async def _on_turn_ended(self, ended: TurnEnded) -> None:
+        speech_end = self._clock.wall_time(ended.speech_end_sample)
+        endpoint_ms = round((time.perf_counter() - speech_end) * 1000.0, 1)
+        speculative = self._speculative
+        if speculative is not None and speculative.speech_end_sample == ended.speech_end_sample:
+            self._speculative = None
+            await self._commit(speculative, speech_end, endpoint_ms)
+            return
+        await self._begin_turn(audio=ended.utterance, started_at=speech_end, timings={"endpoint_ms": endpoint_ms})
+
+    # ------------------------------------------------------------------ turns
+
+    def _persona(self) -> Any:
+        persona = self.services.personas.get(self.persona_id)
+        if persona is None:
+            raise SessionClosed(1001, f"npc {self.persona_id!r} was removed from this server")
+        return persona
+
+    def _new_turn(self, number: int, started_at: float, timings: dict[str, float] | None = None, held: bool = False) -> Turn:
+        result = TurnResult(timings=dict(timings or {}))
+        return Turn(number, TurnOutput(self.emit, number, result.timings, started_at, held=held), result)
+
+    def _request(self, number: int, audio: np.ndarray | None = None, text: str | None = None) -> TurnRequest:
+        persona = self._persona()
+        history = list(self.history[-persona.history_turns :]) if persona.history_turns else []
+        context = dict(self.context)
+        return TurnRequest(
+            turn=number,
+            messages_for=lambda player_text: build_messages(persona, history, context, player_text),
+            voice=persona.voice,
+            options=persona.generation_options(),
+            max_reply_words=persona.max_reply_words,
+            audio=audio,
+            text=text,
+        )
+
+    async def _begin_turn(
+        self, *, started_at: float, audio: np.ndarray | None = None, text: str | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> None:
+        await self._drop_speculation()
+        await self.interrupt()  # a new player turn always cuts the NPC's previous one
+        self.turn += 1
+        turn = self._new_turn(self.turn, started_at, timings)
+        self._launch(turn, self._run_turn(turn, self._request(self.turn, audio, text)))
+        self._start_filler_timer(turn)
+
+    def _speculate(self, paused: SpeechPaused) -> None:
+        """Start the turn now, output held, in case this pause is the end of the player's turn."""
+        if not self.settings.speculative or self._speculative is not None:
+            return
+        number = self.turn + 1
+        turn = self._new_turn(number, self._clock.wall_time(paused.at_sample), held=True)
+        turn.speech_end_sample = paused.at_sample
+        turn.task = asyncio.create_task(self._run_turn(turn, self._request(number, audio=paused.utterance_so_far)))
+        self._speculative = turn
+
+    async def _drop_speculation(self) -> None:
+        turn, self._speculative = self._speculative, None
+        if turn is not None:
+            await turn.stopped()
+
+    async def _commit(self, turn: Turn, speech_end: float, endpoint_ms: float) -> None:
+        await self.interrupt()
+        self.turn = turn.number
+        turn.result.timings["endpoint_ms"] = endpoint_ms
+        self._active = turn
+        self.state = SessionState.RESPONDING
+        assert turn.task is not None
+        turn.task.add_done_callback(self._turn_finished)
+        self._start_filler_timer(turn)
+        await turn.out.commit(speech_end)
+
+    def _launch(self, turn: Turn, work: Any) -> None:
+        self.state = SessionState.RESPONDING
+        self._active = turn
+        turn.task = asyncio.create_task(work, name=f"turn-{self.id}-{turn.number}")
+        turn.task.add_done_callback(self._turn_finished)
+
+    def _turn_finished(self, task: asyncio.Task[None]) -> None:
+        """A turn the player heard is over: remember what was said (even if cut short)."""
+        turn = self._active
+        if turn is None or task is not turn.task:
+            return
+        turn.cancel()  # its filler timer
+        if turn.result.player_text:
+            self.history.append((turn.result.player_text, turn.result.reply_text.strip()))
+        if self.state is SessionState.RESPONDING:
+            self.state = SessionState.LISTENING
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: turn task failed", self.id, exc_info=task.exception())
+
+    def _start_filler_timer(self, turn: Turn) -> None:
+        if not self.settings.fillers:
+            return
+        persona = self._persona()
+        if not persona.fillers:
+            return
+        turn.extras.append(asyncio.create_task(self._filler_when_late(turn, persona)))
+
+    async def _filler_when_late(self, turn: Turn, persona: Any) -> None:
+        """No reply audio by the persona's budget (minus a lead): say a filler line so the NPC isn't mute."""
+        deadline = turn.out.started_at + (persona.latency_budget_ms - FILLER_LEAD_MS) / 1000.0
+        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+        audio = self.services.fillers.get(persona, turn.number)
+        if audio is not None and not turn.out.audio_started and turn.running:
+            await turn.out.audio(audio, filler=True)
+
+    async def _run_turn(self, turn: Turn, request: TurnRequest) -> None:
+        """Run a turn and always close it with turn_end (held back, like everything, while speculative)."""
+        interrupted = False
+        try:
+            await run_turn(self.services.runner, request, turn.out, turn.result)
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
+        except (ModelError, ExceptionGroup) as exc:
+            error = _find_model_error(exc)
+            if error is None:
+                raise
+            log.warning("session %s turn %d: %s", self.id, turn.number, error)
+            message = f"the {error.stage} model failed on this turn; please try again"
+            await turn.out.end_audio()
+            await turn.out.send(Error(ErrorCode.MODEL_ERROR, message, turn=turn.number))
+        finally:
+            with contextlib.suppress(Exception):
+                await turn.out.end_audio()
+                await turn.out.send(TurnEnd(turn.number, interrupted, turn.result.timings,
+                                            filler=turn.out.filler_played, speculative=turn.speech_end_sample is not None))
+
+    async def _speak_greeting(self, turn: Turn, persona: Any) -> None:
+        """The greeting: spoken as turn 0, before the player's first turn."""
+        interrupted = False
+        try:
+            await turn.out.send(Reply(0, persona.greeting))
+            await turn.out.audio(await self.services.runner.synthesize(persona.greeting, persona.voice))
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await turn.out.end_audio()
+                await turn.out.send(TurnEnd(0, interrupted, {}))
+
+    async def interrupt(self) -> None:
+        """Stop the NPC now: cancel generation and synthesis, and wait until they have let go."""
+        turn = self._active
+        if turn is not None and turn.running:
+            await turn.stopped()
+
+    async def wait_turn_done(self) -> None:
+        """Return when no NPC turn is in flight (used when draining)."""
+        turn = self._active
+        if turn is not None and turn.task is not None and not turn.task.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(turn.task)
+
+    async def close(self) -> None:
+        self.state = SessionState.CLOSED
+        await self._drop_speculation()
+        if self._active is not None:
+            await self._active.stopped()
+
+
+def _find_model_error(exc: BaseException) -> ModelError | None:
+    """The model failure inside what a turn raised (TaskGroup wraps it in an ExceptionGroup)."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _find_model_error(inner)) is not None:
+                return found
+    return None

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real server on a free loopback port with the deterministic fake backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from npcserver.backends import Backends
+from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+from npcserver.config import Settings
+from npcserver.server import NpcServer
+
+REPO = Path(__file__).resolve().parent.parent
+VOICES = REPO / "voices"
+
+
+def fake_settings(**changes: Any) -> Settings:
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "voices": VOICES, "backend": "fake", "vad": "fake"}
+    return Settings(**(values | changes))
+
+
+def fake_backends() -> Backends:
+    return Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer())
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[NpcServer]:
+    """A running server with fake models and the fake (energy) VAD, ready for connections."""
+    async with NpcServer(fake_settings(), fake_backends()) as server:
+        await asyncio.wait_for(server.wait_ready(), 10)
+        yield server
+
+
+def tone(seconds: float, rate: int = 16000, amplitude: float = 0.3) -> bytes:
+    """A loud 300 Hz tone the fake VAD takes for speech, as PCM s16le."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2").tobytes()
+
+
+def silence(seconds: float, rate: int = 16000) -> bytes:
+    return bytes(2 * int(seconds * rate))
+
+
+@dataclass
+class Conversation:
+    """A test client: sends frames, collects what the server says until a condition holds."""
+
+    ws: ClientConnection
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    audio: dict[int, bytearray] = field(default_factory=dict)
+    _audio_turn: int | None = None
+
+    async def send_json(self, **message: Any) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def send_audio(self, pcm: bytes, frame_bytes: int = 640) -> None:
+        for offset in range(0, len(pcm), frame_bytes):
+            await self.ws.send(pcm[offset : offset + frame_bytes])
+
+    async def next_message(self, timeout: float = 10) -> dict[str, Any]:
+        while True:
+            frame = await asyncio.wait_for(self.ws.recv(), timeout)
+            if isinstance(frame, bytes):
+                assert self._audio_turn is not None, "audio frame outside audio_start/audio_end"
+                self.audio.setdefault(self._audio_turn, bytearray()).extend(frame)
+                continue
+            message: dict[str, Any] = json.loads(frame)
+            self.messages.append(message)
+            if message["type"] == "audio_start":
+                self._audio_turn = message["turn"]
+            elif message["type"] == "audio_end":
+                self._audio_turn = None
+            return message
+
+    async def until(self, type_: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
+        while True:
+            message = await self.next_message(timeout)
+            if message["type"] == type_ and all(message.get(k) == v for k, v in match.items()):
+                return message
+
+    async def start(self, npc: str = "greta_blacksmith", rate: int = 16000, **extra: Any) -> dict[str, Any]:
+        await self.send_json(type="start", npc=npc, audio={"encoding": "pcm_s16le", "sample_rate": rate},
+                             greeting=False, **extra)
+        return await self.until("ready")
+
+
+@pytest.fixture
+async def talk(fake_server: NpcServer) -> AsyncIterator[Conversation]:
+    async with connect(fake_server.url, max_size=2**20) as ws:
+        yield Conversation(ws)

@@ -1,0 +1,79 @@
+"""End to end with the real embedded models: Piper speech in, over a socket, the NPC's voice out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.conftest import Conversation, silence
+from tests.realserver import piper_speech, real_server, rms
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    with real_server() as url:
+        yield url
+
+
+async def stream_like_a_mic(talk: Conversation, pcm: bytes, rate: int = 16000) -> float:
+    """Send 20 ms frames at real-time pace; return when the last speech sample left."""
+    frame = rate // 50 * 2
+    started = time.perf_counter()
+    for index, offset in enumerate(range(0, len(pcm), frame)):
+        await talk.ws.send(pcm[offset : offset + frame])
+        await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.perf_counter()))
+    return time.perf_counter()
+
+
+async def test_spoken_question_gets_a_spoken_answer(server_url: str) -> None:
+    question = piper_speech("How much does a new sword cost?")
+    async with connect(server_url) as ws:
+        talk = Conversation(ws)
+        ready = await talk.start()
+        await stream_like_a_mic(talk, silence(0.3) + question)
+        # open mic: silence keeps flowing until the reply arrives
+        pump = asyncio.create_task(stream_like_a_mic(talk, silence(3.0)))
+        transcript = await talk.until("transcript", timeout=30)
+        end = await talk.until("turn_end", timeout=60)
+        pump.cancel()
+    words = transcript["text"].lower()
+    assert "sword" in words and "cost" in words
+    reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply" and m["turn"] == 1).strip()
+    assert len(reply.split()) >= 2
+    assert ready["audio"]["sample_rate"] == 22050
+    audio = bytes(talk.audio[1])
+    assert len(audio) / 2 / 22050 > 0.5  # at least half a second of voice at the announced rate
+    assert rms(audio) > 0.01  # not silence
+    assert end["interrupted"] is False
+    assert {"endpoint_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms"} <= set(end["timings"])
+
+
+async def test_typed_line_is_answered_in_voice(server_url: str) -> None:
+    async with connect(server_url) as ws:
+        talk = Conversation(ws)
+        await talk.start(npc="greta_blacksmith")
+        await talk.send_json(type="text", text="Can you fix my sword?")
+        end = await talk.until("turn_end", timeout=60)
+    reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply").strip()
+    assert reply and rms(bytes(talk.audio[1])) > 0.01
+    assert end["timings"]["voice_to_voice_ms"] > 0
+
+
+async def test_interrupt_mid_reply_stops_the_npc(server_url: str) -> None:
+    async with connect(server_url) as ws:
+        talk = Conversation(ws)
+        await talk.start()
+        await talk.send_json(type="text", text="Tell me the whole story of your forge.")
+        await talk.until("audio_start", timeout=60)
+        await talk.send_json(type="interrupt")
+        end = await talk.until("turn_end", timeout=10)
+        assert end["interrupted"] is True
+        await talk.send_json(type="text", text="Thanks.")
+        after = await talk.until("turn_end", timeout=60)
+    assert after["turn"] == 2 and after["interrupted"] is False

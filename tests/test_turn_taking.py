@@ -1,0 +1,123 @@
+"""Speculation, fillers and barge-in, on a real server with fake models and the fake (energy) VAD."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from npcserver.backends import Backends
+from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+from npcserver.server import NpcServer
+from tests.conftest import Conversation, fake_settings, silence, tone
+
+
+async def _serve(backends: Backends, **settings: object) -> AsyncIterator[NpcServer]:
+    async with NpcServer(fake_settings(**settings), backends) as server:
+        await asyncio.wait_for(server.wait_ready(), 10)
+        yield server
+
+
+@pytest.fixture
+def transcriber() -> FakeTranscriber:
+    return FakeTranscriber()
+
+
+@pytest.fixture
+def synthesizer() -> FakeSynthesizer:
+    return FakeSynthesizer()
+
+
+async def test_speculative_turn_is_discarded_when_speech_resumes(transcriber: FakeTranscriber) -> None:
+    backends = Backends(transcriber, FakeDialogue(), FakeSynthesizer())
+    async for server in _serve(backends):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            # speech, a 250 ms pause (long enough to start speculating, too short to end the turn), more speech
+            await talk.send_audio(tone(1.0) + silence(0.25))
+            await asyncio.sleep(0.3)  # the speculative turn runs (and finishes, held back) meanwhile
+            await talk.send_audio(tone(0.6) + silence(1.0))
+            end = await talk.until("turn_end")
+    assert end["speculative"] is True and end["turn"] == 1
+    transcripts = [m for m in talk.messages if m["type"] == "transcript"]
+    assert len(transcripts) == 1  # the first, abandoned speculation never reached the client
+    assert len(transcriber.calls) == 2  # ...but it did run: once at each pause
+    heard = float(transcripts[0]["text"].split()[3])
+    assert heard > 1.6  # the committed transcript covers both stretches of speech
+    replies = [m for m in talk.messages if m["type"] == "reply"]
+    assert all(m["turn"] == 1 for m in replies)
+
+
+async def test_without_speculation_the_turn_starts_at_the_confirmed_end(transcriber: FakeTranscriber) -> None:
+    backends = Backends(transcriber, FakeDialogue(), FakeSynthesizer())
+    async for server in _serve(backends, speculative=False):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_audio(tone(1.0) + silence(0.25) + tone(0.6) + silence(1.0))
+            end = await talk.until("turn_end")
+    assert end["speculative"] is False and len(transcriber.calls) == 1
+
+
+async def test_filler_plays_when_the_reply_is_late(synthesizer: FakeSynthesizer) -> None:
+    # the greta persona's budget is 900 ms; a 1.5 s transcription makes the reply late
+    backends = Backends(FakeTranscriber(delay_s=1.5), FakeDialogue(), synthesizer)
+    async for server in _serve(backends, speculative=False):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await asyncio.sleep(0.2)  # fillers are synthesized in the background at session start
+            await talk.send_audio(tone(0.8) + silence(0.8))
+            end = await talk.until("turn_end")
+    persona = server.personas.get("greta_blacksmith")
+    assert end["filler"] is True
+    assert end["timings"]["voice_to_voice_ms"] < end["timings"]["reply_audio_ms"]
+    spoken = [text for text, _ in synthesizer.calls]
+    assert set(persona.fillers) <= set(spoken)
+    # one audio block: filler first, reply after, no interleaving
+    kinds = [m["type"] for m in talk.messages if m["type"] in ("audio_start", "audio_end")]
+    assert kinds == ["audio_start", "audio_end"]
+
+
+async def test_no_filler_when_the_reply_is_on_time() -> None:
+    backends = Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer())
+    async for server in _serve(backends):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_audio(tone(0.8) + silence(0.8))
+            end = await talk.until("turn_end")
+    assert end["filler"] is False
+
+
+async def test_player_speaking_over_the_npc_cuts_it_off() -> None:
+    slow = FakeDialogue(token_delay_s=0.05, reply=" ".join(["Word."] * 300))
+    backends = Backends(FakeTranscriber(), slow, FakeSynthesizer())
+    async for server in _serve(backends):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_json(type="text", text="Tell me a long story.")
+            await talk.until("audio_start")
+            await talk.send_audio(tone(0.5))  # longer than barge_in_ms (300)
+            end = await talk.until("turn_end", turn=1)
+    assert end["interrupted"] is True
+    words = "".join(m["text"] for m in talk.messages if m["type"] == "reply" and m["turn"] == 1).split()
+    assert len(words) < 100
+
+
+async def test_a_cough_does_not_cut_the_npc_off() -> None:
+    slow = FakeDialogue(token_delay_s=0.01, reply=" ".join(["Word."] * 60))
+    backends = Backends(FakeTranscriber(), slow, FakeSynthesizer())
+    async for server in _serve(backends, min_speech_ms=200):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_json(type="text", text="Tell me a story.")
+            await talk.until("audio_start")
+            await talk.send_audio(tone(0.1) + silence(0.1))  # 100 ms: shorter than min speech
+            end = await talk.until("turn_end", turn=1)
+    assert end["interrupted"] is False
