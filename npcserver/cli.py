@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text", help="What the NPC says.")
     say.add_argument("--out", type=Path, default=None, help="WAV file to write (default: NPC_ID.wav).")
     _add_settings_options(say)
+    token = commands.add_parser("token", help="Print a short-lived session token for a player (needs auth_secret).",
+                                description="Issue a JWT (HS256) that nodes accept in the WebSocket handshake: audience = the site id, subject = the player id.")
+    token.add_argument("--player", required=True, help="Player id (the token's subject).")
+    token.add_argument("--site", default=None, help="Site id the token is for (default: site_id, else the host name).")
+    token.add_argument("--ttl", type=float, default=120.0, help="Seconds the token stays valid (default: 120; at most token_max_ttl_s).")
+    _add_settings_options(token)
     return parser
 
 
@@ -104,6 +110,10 @@ def _run(args: argparse.Namespace) -> int:
 
         asyncio.run(run_server(settings))
         return 0
+    if args.command == "token":
+        from npcserver.auth import token_command
+
+        return token_command(settings, args.player, args.site, args.ttl)
     if args.command == "prepare":
         from npcserver.models import prepare_models
 

@@ -185,7 +185,7 @@ SERVER_TYPES: dict[str, type] = {
 def _load_object(text: str | bytes) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[...]]]] nested thousands deep
         raise ProtocolError(ErrorCode.BAD_JSON, f"text frame is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a text frame must be a JSON object with a \"type\"")

@@ -87,12 +87,14 @@ class Conversation:
                 return message
 
     async def start(self, npc: str = "greta_blacksmith", rate: int = 16000, **extra: Any) -> dict[str, Any]:
-        await self.send_json(type="start", npc=npc, audio={"encoding": "pcm_s16le", "sample_rate": rate},
-                             greeting=False, **extra)
+        await self.send_json(
+            type="start", npc=npc, audio={"encoding": "pcm_s16le", "sample_rate": rate}, greeting=False, **extra
+        )
         return await self.until("ready")
 
 
 @pytest.fixture
 async def talk(fake_server: NpcServer) -> AsyncIterator[Conversation]:
-    async with connect(fake_server.url, max_size=2**20) as ws:
+    # max_queue=None: a test that leaves frames unread must not stall the client's closing handshake
+    async with connect(fake_server.url, max_size=2**20, max_queue=None) as ws:
         yield Conversation(ws)

@@ -1,0 +1,125 @@
+"""Abuse limits that need a little state: rates per session, connections per address, node pressure.
+
+Pure bookkeeping with an injectable clock, no I/O: `server.py` asks these objects and acts on the
+answer (an error, a close, a refused handshake).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+Clock = Callable[[], float]
+
+
+class TokenBucket:
+    """Allows `rate` units per second sustained, with bursts up to `burst` units.
+
+    A client that stays under the rate is never refused; one that sends faster drains the bucket
+    and is refused once the burst allowance is spent.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Clock = time.monotonic) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._level = burst
+        self._at = clock()
+
+    def take(self, amount: float = 1.0) -> bool:
+        """Spend `amount` if the bucket holds it; False (and nothing spent) if that would go over."""
+        now = self._clock()
+        self._level = min(self.burst, self._level + (now - self._at) * self.rate)
+        self._at = now
+        if amount > self._level:
+            return False
+        self._level -= amount
+        return True
+
+
+class SessionLimits:
+    """The per-connection limits the connection loop checks before a frame reaches the session.
+
+    - frames (text or audio) per second, with a burst allowance;
+    - audio seconds per second of wall time (1.5 = one and a half times real time), with a burst
+      allowance of `audio_burst_s` seconds of audio (clients that buffer, then catch up, are fine).
+    A rate of 0 turns that limit off.
+    """
+
+    def __init__(
+        self,
+        frames_per_s: float,
+        frame_burst: float,
+        audio_rate: float,
+        audio_burst_s: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._frames = TokenBucket(frames_per_s, max(frame_burst, 1.0), clock) if frames_per_s > 0 else None
+        self._audio = TokenBucket(audio_rate, max(audio_burst_s, 0.1), clock) if audio_rate > 0 else None
+
+    def frame_allowed(self) -> bool:
+        return self._frames is None or self._frames.take()
+
+    def audio_allowed(self, seconds: float) -> bool:
+        return self._audio is None or self._audio.take(seconds)
+
+
+class ConnectionCounter:
+    """Open connections per client address, to cap how many one address may hold."""
+
+    def __init__(self, per_address: int) -> None:
+        self.per_address = per_address  # 0: no cap
+        self._open: dict[str, int] = {}
+
+    def allows(self, address: str) -> bool:
+        return self.per_address <= 0 or self._open.get(address, 0) < self.per_address
+
+    def opened(self, address: str) -> None:
+        self._open[address] = self._open.get(address, 0) + 1
+
+    def closed(self, address: str) -> None:
+        left = self._open.get(address, 0) - 1
+        if left > 0:
+            self._open[address] = left
+        else:
+            self._open.pop(address, None)
+
+    def count(self, address: str) -> int:
+        return self._open.get(address, 0)
+
+
+class StageLoadView(Protocol):
+    pending: int
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident set size (Linux /proc; psutil elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """Why the node should take no new session now, or None: memory or model queues past their limits."""
+
+    max_rss_mb: int  # 0: no memory limit
+    max_queue_depth: int  # 0: no queue limit (calls waiting for or running on one model)
+
+    def refusal(self, rss_bytes: int, load: Mapping[str, StageLoadView]) -> str | None:
+        if self.max_rss_mb > 0 and rss_bytes > self.max_rss_mb * 1024 * 1024:
+            return f"memory use {rss_bytes / 2**20:.0f} MiB is over the {self.max_rss_mb} MiB limit"
+        if self.max_queue_depth > 0:
+            for stage, stage_load in load.items():
+                if stage_load.pending > self.max_queue_depth:
+                    return f"{stage} queue depth {stage_load.pending} is over the limit of {self.max_queue_depth}"
+        return None
