@@ -46,6 +46,7 @@ class Settings:
     vad: str = _opt("silero", "Voice activity detector: 'silero' (the model faster-whisper ships) or 'fake' (an energy threshold, for tests).", choices=("silero", "fake"))
     speculative: bool = _opt(True, "Start ASR, LLM and TTS during the player's pause, before the end of the turn is confirmed (output held back; dropped if the player goes on).")
     fillers: bool = _opt(True, "Play a persona's filler line (\"Hmm.\") when no reply audio has left by its latency budget.")
+    false_interruption: str = _opt("resume", "When the player's voice cuts the NPC off but says nothing of substance (a cough, 'uh-huh'): 'resume' says the cut-off reply again from its current clause, 'drop' leaves it.", choices=("resume", "drop"))
     adaptive_end_silence: bool = _opt(False, "Let the end-of-turn silence grow (up to 1.6x) for players who pause mid-sentence (see endpoint.py).")
     # --- limits
     max_text_chars: int = _opt(500, "Longest typed line a client may send.")

@@ -24,7 +24,7 @@ import numpy as np
 from npcserver.backends import Backends
 from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
 from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage
-from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech
+from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,6 +157,7 @@ class TurnRequest:
     max_reply_words: int
     audio: np.ndarray | None = None  # the utterance at 16 kHz, or None for a typed line
     text: str | None = None
+    resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
 
 
 @dataclass
@@ -164,6 +165,15 @@ class TurnResult:
     player_text: str = ""
     reply_text: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    spoken_clauses: list[str] = field(default_factory=list)  # clauses whose audio was sent, in order
+    resumed: bool = False  # a false interruption: the cut-off reply was said again instead of a new one
+
+    def unheard_reply(self) -> str:
+        """The reply from the clause being spoken when it was cut, on (what to say again on resume)."""
+        if not self.spoken_clauses:
+            return self.reply_text.strip()
+        start = self.reply_text.rfind(self.spoken_clauses[-1])
+        return self.reply_text[start:].strip() if start >= 0 else self.reply_text.strip()
 
 
 def _ms(seconds: float) -> float:
@@ -256,6 +266,9 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
         timings["asr_ms"] = _ms(time.perf_counter() - asr_started)
         result.player_text = transcript.text.strip()
         await out.send(TranscriptMessage(request.turn, result.player_text, final=True))
+        if request.resume_text and is_backchannel(result.player_text):
+            await _resume(runner, request, out, result, request.resume_text)
+            return
     else:
         result.player_text = (request.text or "").strip()
     if not result.player_text:
@@ -265,6 +278,20 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
     async with asyncio.TaskGroup() as group:
         group.create_task(_write_reply(runner, request, out, result, clauses))
         group.create_task(_speak_clauses(runner, request, out, result, clauses))
+    await out.end_audio()
+
+
+async def _resume(runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, text: str) -> None:
+    """The player only coughed or said "uh-huh" over the NPC: say the cut-off part again, no new reply."""
+    result.player_text = ""  # nothing to remember in the history
+    result.resumed = True
+    result.reply_text = text
+    await out.send(Reply(out.turn, text))
+    splitter = ClauseSplitter()
+    clauses: asyncio.Queue[str | None] = asyncio.Queue()
+    for clause in [*splitter.push(text), *splitter.flush(), None]:
+        clauses.put_nowait(clause)
+    await _speak_clauses(runner, request, out, result, clauses)
     await out.end_audio()
 
 
@@ -317,3 +344,4 @@ async def _speak_clauses(
         if "tts_first_audio_ms" not in result.timings:
             result.timings["tts_first_audio_ms"] = _ms(time.perf_counter() - tts_started)
         await out.audio(audio)
+        result.spoken_clauses.append(clause)

@@ -160,6 +160,7 @@ class TurnEnd:
     timings: dict[str, float]
     filler: bool = False  # a filler line was played before the reply (voice_to_voice_ms counts it)
     speculative: bool = False  # the turn was started during the player's pause, before the end was confirmed
+    resumed: bool = False  # the player's turn was only "uh-huh" over the NPC: the cut-off reply was said again
 
 
 @dataclass(frozen=True, slots=True)

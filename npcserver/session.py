@@ -148,6 +148,7 @@ class Session:
         self._clock = ArrivalClock()
         self._samples_in = 0
         self._speech_started_at: int | None = None
+        self._cut_off: TurnResult | None = None  # the NPC turn the player's voice last cut short
 
     # ------------------------------------------------------------------ inbound
 
@@ -238,6 +239,8 @@ class Session:
         spoken_ms = (self._samples_in - self._speech_started_at) * 1000 / ASR_SAMPLE_RATE
         if spoken_ms >= self.settings.barge_in_ms:
             log.debug("session %s: barge-in after %.0f ms of speech", self.id, spoken_ms)
+            if self.settings.false_interruption == "resume":
+                self._cut_off = self._active.result
             await self.interrupt()
 
     async def _on_turn_ended(self, ended: TurnEnded) -> None:
@@ -274,6 +277,7 @@ class Session:
             max_reply_words=persona.max_reply_words,
             audio=audio,
             text=text,
+            resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and audio is not None else None,
         )
 
     async def _begin_turn(
@@ -285,6 +289,7 @@ class Session:
         self.turn += 1
         turn = self._new_turn(self.turn, started_at, timings)
         self._launch(turn, self._run_turn(turn, self._request(self.turn, audio, text)))
+        self._cut_off = None
         self._start_filler_timer(turn)
 
     def _speculate(self, paused: SpeechPaused) -> None:
@@ -305,6 +310,7 @@ class Session:
     async def _commit(self, turn: Turn, speech_end: float, endpoint_ms: float) -> None:
         await self.interrupt()
         self.turn = turn.number
+        self._cut_off = None
         turn.result.timings["endpoint_ms"] = endpoint_ms
         self._active = turn
         self.state = SessionState.RESPONDING
@@ -367,8 +373,8 @@ class Session:
         finally:
             with contextlib.suppress(Exception):
                 await turn.out.end_audio()
-                await turn.out.send(TurnEnd(turn.number, interrupted, turn.result.timings,
-                                            filler=turn.out.filler_played, speculative=turn.speech_end_sample is not None))
+                await turn.out.send(TurnEnd(turn.number, interrupted, turn.result.timings, filler=turn.out.filler_played,
+                                            speculative=turn.speech_end_sample is not None, resumed=turn.result.resumed))
 
     async def _speak_greeting(self, turn: Turn, persona: Any) -> None:
         """The greeting: spoken as turn 0, before the player's first turn."""

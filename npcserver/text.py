@@ -492,3 +492,16 @@ class ReplyLimiter:
             name = rest.strip().lower()
             return any(label.startswith(name) for label in self.player_labels)
         return True
+
+
+# Sounds a player makes while listening: not a request to stop the NPC (a false interruption).
+BACKCHANNEL_WORDS = frozenset(
+    "uh um umm hmm hm mm mhm mmm ah oh er erm huh uh-huh mm-hmm okay ok yeah yes right sure aha".split()
+)
+_NON_SPEECH = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # [BLANK_AUDIO], (coughs), *sniff*
+
+
+def is_backchannel(transcript: str) -> bool:
+    """True when a transcript holds no request of its own: nothing, noise markers or "uh-huh"-like words."""
+    words = re.findall(r"[a-z]+(?:-[a-z]+)?", _NON_SPEECH.sub(" ", transcript.lower()))
+    return all(word in BACKCHANNEL_WORDS for word in words)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech
+from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
 
 
 def split_whole(text: str, **options: int) -> list[str]:
@@ -337,3 +337,13 @@ def test_the_whole_text_path_on_a_typical_small_model_reply() -> None:
     ]
     assert speak_reply(tokens, max_words=8) == ["Ah, a traveler!", "I can fix that blade by sundown, for 3.5 gold."]
     assert speak_reply(["It is done", "."], max_words=40) == ["It is done."]
+
+
+@pytest.mark.parametrize("transcript", ["", "Uh-huh.", "hmm, okay", "(coughs)", "[BLANK_AUDIO]", "Mm-hmm. Yeah."])
+def test_backchannels_are_not_requests(transcript: str) -> None:
+    assert is_backchannel(transcript)
+
+
+@pytest.mark.parametrize("transcript", ["Wait!", "What about axes?", "uh, how much is it?"])
+def test_real_requests_are_not_backchannels(transcript: str) -> None:
+    assert not is_backchannel(transcript)

@@ -121,3 +121,40 @@ async def test_a_cough_does_not_cut_the_npc_off() -> None:
             await talk.send_audio(tone(0.1) + silence(0.1))  # 100 ms: shorter than min speech
             end = await talk.until("turn_end", turn=1)
     assert end["interrupted"] is False
+
+
+async def _barge_in_with(transcript: str, **settings: object) -> tuple[list[dict], dict, FakeDialogue]:
+    transcriber = FakeTranscriber()
+    transcriber.scripted = [transcript]
+    slow = FakeDialogue(token_delay_s=0.03, reply="The forge is hot. " + " ".join(["Iron and fire."] * 40))
+    async for server in _serve(Backends(transcriber, slow, FakeSynthesizer()), **settings):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_json(type="text", text="Tell me about your forge.")
+            await talk.until("audio_start")
+            await asyncio.sleep(0.3)
+            await talk.send_audio(tone(0.5) + silence(0.8))
+            assert (await talk.until("turn_end", turn=1))["interrupted"] is True
+            end = await talk.until("turn_end", turn=2)
+    return talk.messages, end, slow
+
+
+async def test_false_interruption_resumes_the_cut_off_reply() -> None:
+    messages, end, dialogue = await _barge_in_with("Uh-huh.")
+    assert end["resumed"] is True
+    assert len(dialogue.prompts) == 1  # no new reply was generated
+    first = "".join(m["text"] for m in messages if m["type"] == "reply" and m["turn"] == 1)
+    again = "".join(m["text"] for m in messages if m["type"] == "reply" and m["turn"] == 2)
+    assert again and again in first  # the NPC picks up its own words, no new reply was generated
+
+
+async def test_real_interruption_gets_a_new_reply() -> None:
+    _, end, dialogue = await _barge_in_with("What about axes?")
+    assert end["resumed"] is False
+    assert len(dialogue.prompts) == 2 and dialogue.prompts[-1][-1].content.endswith("What about axes?")
+
+
+async def test_drop_policy_never_resumes() -> None:
+    _, end, _ = await _barge_in_with("Hmm.", false_interruption="drop")
+    assert end["resumed"] is False
