@@ -1,0 +1,1 @@
+"""Reference game clients: the browser page in web/ and the command-line client (`python -m game_client_demo.cli`)."""

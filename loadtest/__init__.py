@@ -1,0 +1,1 @@
+"""Load generator and latency report for npcserver: `python -m loadtest --help`."""

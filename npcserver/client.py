@@ -1,0 +1,555 @@
+"""An asyncio client for protocol v1 (docs/protocol.md), used by the command-line client and the load tester.
+
+It behaves like a game client with an open microphone: `TalkSession.speak()` streams PCM in 20 ms frames at
+real-time pace (each frame leaves when its last sample would have been captured), then keeps sending
+silence until the NPC's turn ends. Every server event is stamped with `time.perf_counter()` on arrival,
+so a `TurnResult` can tell what the player felt: voice-to-voice (end of speech -> first reply audio),
+time to the final transcript and to the first reply text, and audible stutters in the reply stream.
+
+Only this module and server.py speak WebSocket; message parsing is a few lines of JSON here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from npcserver.protocol import SUPPORTED_SAMPLE_RATES as PROTOCOL_SAMPLE_RATES
+
+FRAME_MS = 20
+SPEECH_RMS_THRESHOLD = 0.01  # -40 dBFS over 10 ms: above this the WAV holds speech, below is (near) silence
+CLIENT_TIMEOUT_CODE = "client_timeout"
+CONNECTION_CLOSED_CODE = "connection_closed"
+CONNECT_FAILED_CODE = "connect_failed"
+
+
+class TalkError(Exception):
+    """The session could not be opened or was refused; `code` is the server's error code when it sent one."""
+
+    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    code: str
+    message: str
+    at: float  # perf_counter seconds on arrival
+
+
+@dataclass(frozen=True, slots=True)
+class AudioArrival:
+    at: float  # perf_counter seconds on arrival
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Underrun:
+    """Playback ran dry: the next frame came `gap_s` after the buffered audio had all been played."""
+
+    at_audio_s: float  # position in the reply audio where the silence was heard
+    gap_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session: str
+    npc_id: str
+    npc_name: str
+    reply_sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """One turn as the client saw it. Times are perf_counter seconds; `None` when the event never came."""
+
+    turn: int | None
+    started_at: float  # when the turn began: the mic started capturing it, or the text was sent
+    wall_started_at: float  # time.time() at the same moment, for plots and logs
+    speech_end_at: float | None  # when the last speech sample was captured and sent (or the text sent)
+    final_transcript_at: float | None
+    first_reply_text_at: float | None
+    first_audio_at: float | None
+    audio_end_at: float | None
+    turn_end_at: float | None
+    transcript: str
+    reply_text: str
+    reply_audio: bytes
+    reply_sample_rate: int
+    audio_arrivals: tuple[AudioArrival, ...]
+    interrupted: bool
+    server_timings: Mapping[str, float]
+    errors: tuple[ServerError, ...]
+    close_code: int | None = None  # set when the connection closed during the turn
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.turn_end_at is not None and not self.errors and not self.timed_out and self.close_code is None
+
+    def _since_speech_ms(self, at: float | None) -> float | None:
+        if at is None or self.speech_end_at is None:
+            return None
+        return (at - self.speech_end_at) * 1000.0
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        return self._since_speech_ms(self.first_audio_at)
+
+    @property
+    def transcript_ms(self) -> float | None:
+        return self._since_speech_ms(self.final_transcript_at)
+
+    @property
+    def first_reply_text_ms(self) -> float | None:
+        return self._since_speech_ms(self.first_reply_text_at)
+
+    @property
+    def turn_end_ms(self) -> float | None:
+        return self._since_speech_ms(self.turn_end_at)
+
+    @property
+    def reply_audio_seconds(self) -> float:
+        return len(self.reply_audio) / 2 / self.reply_sample_rate if self.reply_sample_rate else 0.0
+
+    @property
+    def underruns(self) -> list[Underrun]:
+        return find_underruns(self.audio_arrivals, self.reply_sample_rate)
+
+    @property
+    def playback_end_at(self) -> float | None:
+        """When a player would hear the reply's last sample (playback starts on the first frame)."""
+        return playback_end(self.audio_arrivals, self.reply_sample_rate)
+
+    @property
+    def error_codes(self) -> list[str]:
+        codes = [error.code for error in self.errors]
+        if self.timed_out:
+            codes.append(CLIENT_TIMEOUT_CODE)
+        if self.close_code is not None and not codes:
+            codes.append(CONNECTION_CLOSED_CODE)
+        return codes
+
+
+def find_underruns(
+    arrivals: tuple[AudioArrival, ...] | list[AudioArrival], sample_rate: int, tolerance_s: float = 0.0
+) -> list[Underrun]:
+    """Audible stutters: frames that arrived after everything received before them had been played.
+
+    Playback starts when the first frame arrives and runs at real time; when the buffer runs dry it stops
+    and restarts on the next frame. A gap between frames is only audible if it is longer than the audio
+    buffered when it began, which is what this measures.
+    """
+    if not arrivals or sample_rate <= 0:
+        return []
+    underruns: list[Underrun] = []
+    play_until = arrivals[0].at  # wall time when the buffered audio runs out
+    played_s = 0.0  # reply audio position at play_until
+    for arrival in arrivals:
+        gap = arrival.at - play_until
+        if gap > tolerance_s and arrival is not arrivals[0]:
+            underruns.append(Underrun(at_audio_s=played_s, gap_s=gap))
+        duration = arrival.samples / sample_rate
+        play_until = max(play_until, arrival.at) + duration
+        played_s += duration
+    return underruns
+
+
+def playback_end(arrivals: tuple[AudioArrival, ...] | list[AudioArrival], sample_rate: int) -> float | None:
+    if not arrivals or sample_rate <= 0:
+        return None
+    play_until = arrivals[0].at
+    for arrival in arrivals:
+        play_until = max(play_until, arrival.at) + arrival.samples / sample_rate
+    return play_until
+
+
+def speech_end_sample(pcm: np.ndarray, sample_rate: int, threshold: float = SPEECH_RMS_THRESHOLD) -> int:
+    """Index just past the last 10 ms window whose RMS is above `threshold` (0 if all silent).
+
+    Recorded utterances carry some silence at the end; voice-to-voice is measured from the last speech
+    sample, as the server's endpointer locates it, not from the end of the file.
+    """
+    window = max(1, sample_rate // 100)
+    samples = pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
+    usable = samples.size - samples.size % window
+    if usable == 0:
+        return 0
+    rms = np.sqrt(np.mean(np.square(samples[:usable].reshape(-1, window)), axis=1))
+    loud = np.flatnonzero(rms > threshold)
+    return 0 if loud.size == 0 else int((loud[-1] + 1) * window)
+
+
+@dataclass(slots=True)
+class _TurnCollector:
+    """Mutable state for the turn in progress; frozen into a TurnResult when it ends."""
+
+    started_at: float
+    wall_started_at: float
+    reply_sample_rate: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    turn: int | None = None
+    speech_end_at: float | None = None
+    final_transcript_at: float | None = None
+    first_reply_text_at: float | None = None
+    first_audio_at: float | None = None
+    audio_end_at: float | None = None
+    turn_end_at: float | None = None
+    transcript: str = ""
+    reply_parts: list[str] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)
+    arrivals: list[AudioArrival] = field(default_factory=list)
+    interrupted: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    errors: list[ServerError] = field(default_factory=list)
+    close_code: int | None = None
+    timed_out: bool = False
+
+    def result(self) -> TurnResult:
+        return TurnResult(
+            turn=self.turn,
+            started_at=self.started_at,
+            wall_started_at=self.wall_started_at,
+            speech_end_at=self.speech_end_at,
+            final_transcript_at=self.final_transcript_at,
+            first_reply_text_at=self.first_reply_text_at,
+            first_audio_at=self.first_audio_at,
+            audio_end_at=self.audio_end_at,
+            turn_end_at=self.turn_end_at,
+            transcript=self.transcript,
+            reply_text="".join(self.reply_parts),
+            reply_audio=bytes(self.audio),
+            reply_sample_rate=self.reply_sample_rate,
+            audio_arrivals=tuple(self.arrivals),
+            interrupted=self.interrupted,
+            server_timings=dict(self.timings),
+            errors=tuple(self.errors),
+            close_code=self.close_code,
+            timed_out=self.timed_out,
+        )
+
+
+class TalkSession:
+    """One open conversation with an NPC. Create with `await TalkSession.open(...)`; use `async with`."""
+
+    def __init__(self, ws: ClientConnection, info: SessionInfo, sample_rate: int) -> None:
+        self._ws = ws
+        self.info = info
+        self.sample_rate = sample_rate
+        self._turn: _TurnCollector | None = None
+        self._finished_turns: set[int] = set()
+        self._audio_turn: int | None = None
+        self._greeting: _TurnCollector | None = None  # turn 0: the NPC speaks first
+        self._greeting_seen = asyncio.Event()
+        self.unrouted_errors: list[ServerError] = []  # errors that arrived outside any turn
+        self.close_code: int | None = None
+        self._receiver = asyncio.create_task(self._receive_loop(), name="talk-receiver")
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        npc: str,
+        *,
+        sample_rate: int = 16_000,
+        player: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        greeting: bool = True,
+        timeout_s: float = 10.0,
+    ) -> TalkSession:
+        """Connect, send `start` and wait for `ready`. Raises TalkError if refused or unreachable.
+
+        With `greeting` the NPC may speak its greeting first, as turn 0 (see `wait_greeting`).
+        """
+        if sample_rate not in PROTOCOL_SAMPLE_RATES:
+            raise ValueError(f"sample_rate must be one of {PROTOCOL_SAMPLE_RATES}, got {sample_rate}")
+        try:
+            ws = await connect(
+                url, open_timeout=timeout_s, close_timeout=2, proxy=None, compression=None, max_size=2**22
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            raise TalkError(CONNECT_FAILED_CODE, f"cannot connect to {url}: {exc}") from exc
+        start: dict[str, Any] = {
+            "type": "start",
+            "npc": npc,
+            "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate},
+        }
+        if player is not None:
+            start["player"] = player
+        if context is not None:
+            start["context"] = dict(context)
+        if not greeting:
+            start["greeting"] = False
+        try:
+            await ws.send(json.dumps(start))
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    raw = await ws.recv()
+                    if isinstance(raw, bytes):
+                        continue
+                    message = json.loads(raw)
+                    if message.get("type") == "ready":
+                        break
+                    if message.get("type") == "error":
+                        await ws.close()
+                        raise TalkError(str(message.get("code")), str(message.get("message", "")), ws.close_code)
+        except ConnectionClosed as exc:
+            raise TalkError(
+                CONNECTION_CLOSED_CODE, f"closed before ready: {exc}", exc.rcvd.code if exc.rcvd else None
+            ) from exc
+        except TimeoutError as exc:
+            await ws.close()
+            raise TalkError(CLIENT_TIMEOUT_CODE, f"no ready message within {timeout_s} s") from exc
+        npc_info = message.get("npc") or {}
+        audio = message.get("audio") or {}
+        info = SessionInfo(
+            session=str(message.get("session", "")),
+            npc_id=str(npc_info.get("id", npc)),
+            npc_name=str(npc_info.get("name", npc)),
+            reply_sample_rate=int(audio.get("sample_rate", 0)),
+        )
+        return cls(ws, info, sample_rate)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._receiver.done()
+
+    async def close(self) -> None:
+        await self._ws.close()
+        try:
+            async with asyncio.timeout(3):
+                await self._receiver
+        except TimeoutError:
+            self._receiver.cancel()
+
+    # --- sending
+
+    async def interrupt(self) -> None:
+        await self._ws.send(json.dumps({"type": "interrupt"}))
+
+    async def end_of_turn(self) -> None:
+        await self._ws.send(json.dumps({"type": "end_of_turn"}))
+
+    def _begin_turn(self) -> _TurnCollector:
+        if self._turn is not None:
+            raise RuntimeError("a turn is already in progress on this session")
+        collector = _TurnCollector(time.perf_counter(), time.time(), self.info.reply_sample_rate)
+        self._turn = collector
+        if self.closed:
+            collector.close_code = self.close_code
+            collector.done.set()
+        return collector
+
+    async def _finish_turn(self, collector: _TurnCollector, timeout_s: float) -> TurnResult:
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s - (time.perf_counter() - collector.started_at))):
+                await collector.done.wait()
+        except TimeoutError:
+            collector.timed_out = True
+        if collector.turn is not None:
+            self._finished_turns.add(collector.turn)
+        self._turn = None
+        return collector.result()
+
+    async def say(self, text: str, *, timeout_s: float = 30.0) -> TurnResult:
+        """Send a typed line and collect the NPC's reply. Latencies run from the moment the text was sent."""
+        collector = self._begin_turn()
+        try:
+            await self._ws.send(json.dumps({"type": "text", "text": text}))
+        except ConnectionClosed as exc:
+            collector.close_code = exc.rcvd.code if exc.rcvd else None
+            collector.done.set()
+        collector.speech_end_at = time.perf_counter()
+        return await self._finish_turn(collector, timeout_s)
+
+    async def speak(
+        self,
+        pcm: np.ndarray,
+        *,
+        speech_end: int | None = None,
+        push_to_talk: bool = False,
+        timeout_s: float = 30.0,
+        frame_ms: int = FRAME_MS,
+    ) -> TurnResult:
+        """Stream int16 mono `pcm` (at the session's rate) like a live mic, then open-mic silence until turn_end.
+
+        `speech_end` is the sample index just past the last speech sample (found from the audio if not
+        given); voice-to-voice runs from the moment that sample was captured. With `push_to_talk`,
+        `end_of_turn` is sent after the audio instead of silence.
+        """
+        if pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise ValueError("pcm must be mono int16")
+        speech_end = speech_end_sample(pcm, self.sample_rate) if speech_end is None else speech_end
+        collector = self._begin_turn()
+        sender = asyncio.create_task(
+            self._stream(collector, pcm, speech_end, push_to_talk, frame_ms), name="talk-sender"
+        )
+        try:
+            return await self._finish_turn(collector, timeout_s)
+        finally:
+            sender.cancel()
+            try:
+                await sender
+            except asyncio.CancelledError:
+                pass
+
+    async def _stream(
+        self, collector: _TurnCollector, pcm: np.ndarray, speech_end: int, push_to_talk: bool, frame_ms: int
+    ) -> None:
+        frame = self.sample_rate * frame_ms // 1000
+        silence = bytes(frame * 2)
+        t0 = collector.started_at
+        index = 0
+        try:
+            # Speech, then silence until the turn ends; frame k leaves when its last sample is "captured".
+            while not collector.done.is_set():
+                delay = t0 + (index + 1) * frame_ms / 1000.0 - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                start = index * frame
+                if start < pcm.size:
+                    chunk = pcm[start : start + frame]
+                    await self._ws.send(chunk.astype("<i2").tobytes())
+                    end = start + chunk.size
+                    if collector.speech_end_at is None and end >= speech_end:
+                        # The last speech sample was captured (end - speech_end) samples before this frame left.
+                        collector.speech_end_at = time.perf_counter() - (end - speech_end) / self.sample_rate
+                elif push_to_talk:
+                    if collector.speech_end_at is None:
+                        collector.speech_end_at = time.perf_counter()
+                    await self._ws.send(json.dumps({"type": "end_of_turn"}))
+                    return
+                else:
+                    await self._ws.send(silence)
+                index += 1
+        except ConnectionClosed:
+            return  # the receiver records the close and ends the turn
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Raw mic audio (s16le at the session's rate), for callers that pace it themselves (a live mic)."""
+        await self._ws.send(pcm)
+
+    async def await_turn(self, *, timeout_s: float = 120.0) -> TurnResult:
+        """Collect the next turn the server detects in audio sent with `send_audio` (no client speech-end time)."""
+        return await self._finish_turn(self._begin_turn(), timeout_s)
+
+    # --- receiving
+
+    async def _receive_loop(self) -> None:
+        try:
+            async for raw in self._ws:
+                now = time.perf_counter()
+                if isinstance(raw, bytes):
+                    self._on_audio(raw, now)
+                else:
+                    try:
+                        message = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(message, dict):
+                        self._on_message(message, now)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self._ws.close_code
+            for collector in (self._turn, self._greeting):
+                if collector is not None and not collector.done.is_set():
+                    collector.close_code = self.close_code
+                    collector.done.set()
+
+    async def wait_greeting(self, *, first_event_timeout_s: float = 2.0, timeout_s: float = 30.0) -> TurnResult | None:
+        """The greeting (turn 0) once it has ended, or None if none began within `first_event_timeout_s`."""
+        try:
+            async with asyncio.timeout(first_event_timeout_s):
+                await self._greeting_seen.wait()
+        except TimeoutError:
+            return None
+        assert self._greeting is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._greeting.done.wait()
+        except TimeoutError:
+            self._greeting.timed_out = True
+        return self._greeting.result()
+
+    def _collector_for(self, turn: Any) -> _TurnCollector | None:
+        if turn == 0 and not isinstance(turn, bool):
+            # The greeting is the NPC's own turn 0; it never counts as the player's turn.
+            if self._greeting is None:
+                self._greeting = _TurnCollector(time.perf_counter(), time.time(), self.info.reply_sample_rate, turn=0)
+                self._greeting_seen.set()
+            return None if self._greeting.done.is_set() else self._greeting
+        collector = self._turn
+        if collector is None or collector.done.is_set():
+            return None
+        if isinstance(turn, int):
+            if turn in self._finished_turns:
+                return None  # late events of an earlier (interrupted or timed-out) turn
+            if collector.turn is None:
+                collector.turn = turn
+        return collector
+
+    def _on_audio(self, data: bytes, now: float) -> None:
+        collector = self._collector_for(self._audio_turn)
+        if collector is None:
+            return
+        if collector.first_audio_at is None:
+            collector.first_audio_at = now
+        collector.audio.extend(data)
+        collector.arrivals.append(AudioArrival(now, len(data) // 2))
+
+    def _on_message(self, message: dict[str, Any], now: float) -> None:
+        kind = message.get("type")
+        if kind == "error":
+            error = ServerError(str(message.get("code", "")), str(message.get("message", "")), now)
+            turn = message.get("turn")
+            collector = self._collector_for(turn)
+            if collector is None:
+                self.unrouted_errors.append(error)
+                return
+            collector.errors.append(error)
+            if turn is None and collector.turn is None:
+                # Refused before the server opened a turn (e.g. text_too_long): no turn_end will follow.
+                collector.done.set()
+            return  # otherwise the server still ends the turn with turn_end
+        turn = message.get("turn")
+        if kind == "audio_start":
+            self._audio_turn = turn if isinstance(turn, int) else None
+        collector = self._collector_for(turn)
+        if collector is None:
+            return
+        if kind == "transcript":
+            collector.transcript = str(message.get("text", ""))
+            if message.get("final", True) and collector.final_transcript_at is None:
+                collector.final_transcript_at = now
+        elif kind == "reply":
+            if collector.first_reply_text_at is None:
+                collector.first_reply_text_at = now
+            collector.reply_parts.append(str(message.get("text", "")))
+        elif kind == "audio_end":
+            collector.audio_end_at = now
+        elif kind == "turn_end":
+            collector.turn_end_at = now
+            collector.interrupted = bool(message.get("interrupted", False))
+            timings = message.get("timings") or {}
+            collector.timings = {
+                k: float(v) for k, v in timings.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            collector.done.set()
