@@ -356,7 +356,13 @@ def load_real_backends(settings: Settings) -> Backends:
     log.info("ASR %s loaded and warmed in %.2f s", settings.asr_model, time.monotonic() - start)
 
     start = time.monotonic()
-    dialogue = TransformersDialogue(resolve_llm_model(settings.llm_model, settings), device=device, threads=threads.llm)
+    dialogue = TransformersDialogue(
+        resolve_llm_model(settings.llm_model, settings),
+        device=device,
+        threads=threads.llm,
+        quantize=settings.llm_int8,
+        prefix_cache=settings.llm_prefix_cache,
+    )
     for _piece in dialogue.generate(
         [ChatMessage("user", "Hello")], GenerationOptions(max_new_tokens=1, temperature=0.0), lambda: False
     ):

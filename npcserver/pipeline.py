@@ -155,6 +155,7 @@ class TurnRequest:
     voice: VoiceSettings
     options: GenerationOptions
     max_reply_words: int
+    early_first_clause: bool = True  # cut the first clause at a comma once sayable, not only at a sentence end
     audio: np.ndarray | None = None  # the utterance at 16 kHz, or None for a typed line
     text: str | None = None
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
@@ -241,6 +242,7 @@ class TurnOutput:
                 await self.send(AudioStart(self.turn))
             if filler:
                 self.filler_played = True
+                self.timings["filler_ms"] = _ms(time.perf_counter() - self.started_at)
             elif not self.reply_audio_started:
                 self.reply_audio_started = True
                 await self.send(_REPLY_AUDIO_BEGINS)  # type: ignore[arg-type]
@@ -298,7 +300,7 @@ async def _resume(runner: ModelRunner, request: TurnRequest, out: TurnOutput, re
 async def _write_reply(
     runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
 ) -> None:
-    splitter = ClauseSplitter()
+    splitter = ClauseSplitter(early_first_chunk=request.early_first_clause)
     limiter = ReplyLimiter(request.max_reply_words)
     messages = request.messages_for(result.player_text)
     llm_started = time.perf_counter()

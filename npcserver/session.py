@@ -275,6 +275,7 @@ class Session:
             voice=persona.voice,
             options=persona.generation_options(),
             max_reply_words=persona.max_reply_words,
+            early_first_clause=self.settings.early_first_clause,
             audio=audio,
             text=text,
             resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and audio is not None else None,

@@ -148,6 +148,8 @@ class ClauseSplitter:
         first_chunk_max_words: int = 8,
         min_words: int = 4,
         max_words: int = 30,
+        *,
+        early_first_chunk: bool = True,
     ) -> None:
         if not 1 <= first_chunk_min_words <= first_chunk_max_words:
             raise ValueError("need 1 <= first_chunk_min_words <= first_chunk_max_words")
@@ -157,6 +159,7 @@ class ClauseSplitter:
         self.first_chunk_max_words = first_chunk_max_words
         self.min_words = min_words
         self.max_words = max_words
+        self.early_first_chunk = early_first_chunk  # False: the first chunk is cut like all others
         self._buffer = ""
         self._first = True
         # scanning resumes where the last push stopped: the counter has seen _buffer[:_scan_from]
@@ -205,7 +208,7 @@ class ClauseSplitter:
 
     def _decide(self, text: str, i: int, final: bool) -> int | None:
         """Feeds text[i]; returns a cut index, None (wait for more text) or _GO_ON."""
-        first = self._first
+        first = self._first and self.early_first_chunk
         min_spoken = self.first_chunk_min_words if first else self.min_words
         cap = self.first_chunk_max_words if first else self.max_words
         counter = self._counter

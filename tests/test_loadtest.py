@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
-import re
-import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +18,7 @@ from loadtest.metrics import LatencyHistogram, corpus_word_error_rate, histogram
 from loadtest.report import build_report, check_slo, format_table, parse_slo
 from loadtest.runner import LoadConfig, RunResult, TurnRecord
 from loadtest.schedule import build_schedule, poisson_arrivals
+from loadtest.server_process import server_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -206,45 +202,11 @@ def test_the_utterances_are_real_speech_with_known_text() -> None:
 @pytest.fixture
 def fake_backend_server() -> Iterator[str]:
     """`npcserver serve --backend fake --port 0` as a subprocess; yields its URL once it says it is ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "npcserver", "serve", "--backend", "fake", "--port", "0"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None
-    stderr = process.stderr
-
-    def drain() -> None:  # keeps the pipe from filling up and blocking the server
-        for line in stderr:
-            lines.put(line)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        url = None
-        seen: list[str] = []
-        while url is None:
-            try:
-                line = lines.get(timeout=30)
-            except queue.Empty:
-                pytest.fail(f"server did not say it was ready within 30 s: {''.join(seen)}")
-            seen.append(line)
-            # "listening on URL" comes first, then "ready in N s: URL" once the (fake) models are loaded.
-            if match := re.search(r"ready in .*?(ws://\S+)", line):
-                url = match.group(1)
-        health = url.replace("ws://", "http://").replace("/v1/talk", "/healthz")
+    with server_process("--backend", "fake", timeout_s=30) as server:
+        health = server.url.replace("ws://", "http://").replace("/v1/talk", "/healthz")
         with urllib.request.urlopen(health, timeout=10) as response:
             assert response.status == 200
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        reader.join(timeout=5)
-        stderr.close()
+        yield server.url
 
 
 def test_a_short_run_writes_a_sane_report_and_plot(

@@ -347,3 +347,10 @@ def test_backchannels_are_not_requests(transcript: str) -> None:
 @pytest.mark.parametrize("transcript", ["Wait!", "What about axes?", "uh, how much is it?"])
 def test_real_requests_are_not_backchannels(transcript: str) -> None:
     assert not is_backchannel(transcript)
+
+
+def test_without_the_early_first_chunk_the_first_clause_waits_for_the_sentence_end() -> None:
+    text = "Aye, that I can, but not today. Come back tomorrow."
+    early, late = ClauseSplitter(), ClauseSplitter(early_first_chunk=False)
+    assert [*early.push(text), *early.flush()][0] == "Aye, that I can,"
+    assert [*late.push(text), *late.flush()][0] == "Aye, that I can, but not today."

@@ -1,0 +1,112 @@
+"""Before/after figures for each latency technique, on this machine, in one run.
+
+For each step (each adds one technique to the previous) a real server is started with the flags that
+switch the techniques, one player speaks the corpus on an open-loop schedule, and the client-side
+voice-to-voice latency is read from the load tester's report. The naive sequential chain (ASR, then the
+whole reply, then TTS) runs in the same invocation with the same models, for the ratio.
+
+    python -m loadtest.techniques                  # all steps, ~1 min each
+    python -m loadtest.techniques --duration 40 --steps streaming,all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from loadtest.__main__ import main as loadtest_main
+from loadtest.server_process import REPO, server_process
+
+OFF = ["--no-early-first-clause", "--no-llm-prefix-cache", "--no-speculative", "--no-fillers"]
+# name -> (what it adds, server flags); each step turns one more technique on
+STEPS: dict[str, tuple[str, list[str]]] = {
+    "streaming": ("streamed LLM -> clause -> TTS pipeline, nothing else", OFF),
+    "early_clause": ("+ first clause spoken as soon as sayable", OFF[1:]),
+    "prefix_cache": ("+ persona prompt KV cache", OFF[2:]),
+    "speculative": ("+ ASR/LLM/TTS started during the endpointing pause", OFF[3:]),
+    "all": ("+ filler line when late (all techniques, the default)", []),
+    "end_silence_350": ("all, with a 350 ms end-of-turn silence instead of 500", ["--end-silence-ms", "350"]),
+    "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),
+}
+
+
+def run_step(flags: list[str], duration_s: float, interval_s: float, workdir: Path, name: str) -> dict[str, Any]:
+    with server_process(*flags, "--max-connections-per-ip", "0") as server:
+        report_path = workdir / f"{name}.json"
+        loadtest_main([
+            "--url", server.url, "--players", "1", "--duration", str(duration_s), "--turn-interval", str(interval_s),
+            "--seed", "7", "--json", str(report_path), "--png", str(workdir / f"{name}.png"), "--quiet",
+        ])  # fmt: skip
+    report = json.loads(report_path.read_text())
+    latency = report["latency_ms"]
+    v2v = latency["voice_to_voice_ms"]
+    reply = latency.get("server_reply_audio_ms", {})
+    return {
+        "turns": report["turns"]["completed_ok"],
+        "errors": sum(report["errors_by_code"].values()),
+        "v2v_p50": v2v.get("p50_ms"),
+        "v2v_p95": v2v.get("p95_ms"),
+        "reply_audio_p50": reply.get("p50_ms"),
+        "fillers": latency.get("server_filler_ms", {}).get("count", 0),
+        "wer": report["wer"],
+    }
+
+
+def run_naive(repeats: int) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from loadtest.baseline import run_baseline
+    from loadtest.corpus import load_utterances
+    from npcserver.config import load_settings
+
+    settings = load_settings({"voices": str(REPO / "voices")})
+    result = run_baseline(settings, load_utterances(), repeats=repeats, log=lambda line: None)
+    v2v = result["voice_to_voice_ms"]
+    return {"turns": v2v.get("count"), "errors": 0, "v2v_p50": v2v.get("p50_ms"), "v2v_p95": v2v.get("p95_ms")}
+
+
+def format_rows(rows: dict[str, dict[str, Any]], naive_p50: float | None) -> str:
+    lines = ["| step | adds | turns | v2v p50 | v2v p95 | naive / p50 | reply audio p50 | fillers |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        what = STEPS[name][0] if name in STEPS else "ASR, then the whole reply, then TTS (one process)"
+        p50, p95 = row.get("v2v_p50"), row.get("v2v_p95")
+        ratio = f"{naive_p50 / p50:.2f}x" if naive_p50 and p50 else "-"
+        cells = [f"{v:.0f} ms" if isinstance(v, (int, float)) else "-" for v in (p50, p95, row.get("reply_audio_p50"))]
+        lines.append(f"| {name} | {what} | {row['turns']} | {cells[0]} | {cells[1]} | {ratio} | {cells[2]} | {row.get('fillers', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.techniques", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"Comma-separated steps (default all: {','.join(STEPS)}).")
+    parser.add_argument("--duration", type=float, default=60.0, help="Seconds of offered load per step.")
+    parser.add_argument("--turn-interval", type=float, default=6.0, help="Mean seconds between the player's turns.")
+    parser.add_argument("--naive-repeats", type=int, default=2, help="Passes of the naive chain over the corpus.")
+    parser.add_argument("--json", type=Path, default=Path("artifacts/techniques.json"), help="Where to write the figures.")
+    args = parser.parse_args(argv)
+    steps = [s for s in args.steps.split(",") if s]
+    if unknown := set(steps) - set(STEPS):
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in steps:
+            print(f"step {name}: {STEPS[name][0]}", file=sys.stderr)
+            rows[name] = run_step(STEPS[name][1], args.duration, args.turn_interval, Path(tmp), name)
+            print(f"  {rows[name]}", file=sys.stderr)
+    print("naive chain...", file=sys.stderr)
+    rows["naive"] = run_naive(args.naive_repeats)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=2))
+    print(format_rows(rows, rows["naive"]["v2v_p50"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
