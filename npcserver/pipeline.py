@@ -159,6 +159,7 @@ class TurnRequest:
     audio: np.ndarray | None = None  # the utterance at 16 kHz, or None for a typed line
     text: str | None = None
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
+    fixed_reply: Callable[[str], str | None] | None = None  # player text -> a line to say instead of asking the LLM
 
 
 @dataclass
@@ -269,12 +270,17 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
         result.player_text = transcript.text.strip()
         await out.send(TranscriptMessage(request.turn, result.player_text, final=True))
         if request.resume_text and is_backchannel(result.player_text):
-            await _resume(runner, request, out, result, request.resume_text)
+            # the player only coughed or said "uh-huh" over the NPC: say the cut-off part again
+            result.player_text, result.resumed = "", True  # nothing to remember in the history
+            await _say(runner, request, out, result, request.resume_text)
             return
     else:
         result.player_text = (request.text or "").strip()
     if not result.player_text:
         return  # nothing was said: no reply
+    if request.fixed_reply is not None and (line := request.fixed_reply(result.player_text)):
+        await _say(runner, request, out, result, line)  # e.g. the designer's deflection of a forbidden topic
+        return
 
     clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
     async with asyncio.TaskGroup() as group:
@@ -283,10 +289,8 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
     await out.end_audio()
 
 
-async def _resume(runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, text: str) -> None:
-    """The player only coughed or said "uh-huh" over the NPC: say the cut-off part again, no new reply."""
-    result.player_text = ""  # nothing to remember in the history
-    result.resumed = True
+async def _say(runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, text: str) -> None:
+    """Speak a fixed line as this turn's reply, without the LLM."""
     result.reply_text = text
     await out.send(Reply(out.turn, text))
     splitter = ClauseSplitter()

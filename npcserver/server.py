@@ -79,7 +79,7 @@ class NpcServer:
         load_backends: Callable[[Settings], Backends] = create_backends,
     ) -> None:
         self.settings = settings
-        self.personas = PersonaStore(settings.voices)
+        self.personas = PersonaStore(settings.voices, default_voice=settings.tts_voice)
         self.sessions: set[Session] = set()
         self.runner: ModelRunner | None = None
         self.fillers: FillerCache | None = None
@@ -132,7 +132,6 @@ class NpcServer:
         return f"ws://{host}:{self.port}{TALK_PATH}"
 
     async def start(self) -> None:
-        self.personas.reload_changed()
         self._server = await serve(
             self._handle_connection,
             self.settings.host,

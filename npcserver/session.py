@@ -32,7 +32,7 @@ from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
 from npcserver.fillers import FillerCache
 from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
-from npcserver.prompt import build_messages, persona_prefix
+from npcserver.prompt import build_messages, deflection_for, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
     Context,
@@ -279,6 +279,8 @@ class Session:
             audio=audio,
             text=text,
             resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and audio is not None else None,
+            # a 135M model does not reliably keep off forbidden topics: the designer's deflection answers them
+            fixed_reply=lambda player_text: deflection_for(persona, player_text),
         )
 
     async def _begin_turn(

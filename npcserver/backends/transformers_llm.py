@@ -196,7 +196,6 @@ class TransformersDialogue:
             cache = DynamicCache()
         fed: list[int] = prompt[:reused]  # token ids whose keys and values are in `cache`
         pending = prompt[reused:]  # token ids to feed next
-        all_ids = list(prompt)
         generated: list[int] = []
         emitted = ""
         try:
@@ -206,11 +205,12 @@ class TransformersDialogue:
                     output = self._model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1)
                     fed.extend(pending)
                     scores = output.logits[:, -1, :].float()
-                    token = self._choose(all_ids, scores, processors, options, generator)
+                    # the repetition penalty looks at the reply only: over the ~350-token persona prompt it
+                    # pushed down common words ("I", "a") and the NPC stopped naming itself
+                    token = self._choose(generated, scores, processors, options, generator)
                 if token in self._end_ids:
                     break
                 generated.append(token)
-                all_ids.append(token)
                 pending = [token]
                 text = str(self.tokenizer.decode(generated, skip_special_tokens=True))
                 piece = ""
@@ -233,13 +233,13 @@ class TransformersDialogue:
 
     def _choose(
         self,
-        all_ids: list[int],
+        reply_ids: list[int],
         scores: torch.Tensor,
         processors: LogitsProcessorList,
         options: GenerationOptions,
         generator: torch.Generator,
     ) -> int:
-        ids = cast(torch.LongTensor, torch.tensor([all_ids], dtype=torch.long, device=scores.device))
+        ids = cast(torch.LongTensor, torch.tensor([reply_ids], dtype=torch.long, device=scores.device))
         scores = processors(ids, scores)
         if options.temperature <= 0:
             return int(scores.argmax(dim=-1).item())
