@@ -43,11 +43,8 @@ from npcserver.protocol import (
     CloseCode,
     Error,
     ErrorCode,
-    ProtocolError,
     ServerMessage,
-    Start,
     encode,
-    parse_client_message,
 )
 from npcserver.registry import SiteRegistry, registry_from_settings, site_record_from_settings
 from npcserver.session import Session, SessionClosed, SessionServices, SessionState
@@ -396,7 +393,6 @@ class NpcServer:
         metrics.sessions.inc()
         limits = SessionLimits(settings.max_frames_per_s, settings.frame_burst, settings.audio_rate_limit,
                                settings.audio_burst_s)
-        input_rate = 0  # the start message's sample rate, once the session has started
         log.info("session %s connected from %s", session.id, peer)
         try:
             while True:
@@ -407,15 +403,13 @@ class NpcServer:
                     await self._close_rate_limited(ws, emit, session, "messages")
                     break
                 if isinstance(frame, str):
-                    starting = _start_rate(frame) if session.state is SessionState.AWAITING_START else None
-                    await self._text_frame(session, emit, frame)
-                    if starting is not None and session.state is not SessionState.AWAITING_START:
-                        input_rate = starting
-                        if player is not None:
-                            session.player = player  # the token's player id wins over what the client says
+                    waiting_for_start = session.state is SessionState.AWAITING_START
+                    await session.on_text_frame(frame)
+                    if waiting_for_start and player is not None:
+                        session.player = player  # the token's player id wins over what the client says
                     continue
-                if input_rate:
-                    seconds = len(frame) / 2 / input_rate
+                if session.input_rate:
+                    seconds = len(frame) / 2 / session.input_rate
                     if not limits.audio_allowed(seconds):
                         await self._close_rate_limited(ws, emit, session, "audio")
                         break
@@ -451,13 +445,6 @@ class NpcServer:
                 self.metrics.errors.labels(code=ErrorCode.IDLE_TIMEOUT).inc()
                 return None
 
-    @staticmethod
-    async def _text_frame(session: Session, emit: Callable[[ServerMessage], Awaitable[None]], frame: str) -> None:
-        try:
-            await session.on_text_frame(frame)
-        except RecursionError:  # JSON nested thousands deep: the parser gives up
-            await emit(Error(ErrorCode.BAD_JSON, "text frame is not valid JSON: nested too deeply"))
-
     async def _close_rate_limited(
         self, ws: ServerConnection, emit: Callable[[ServerMessage], Awaitable[None]], session: Session, what: str
     ) -> None:
@@ -491,15 +478,6 @@ class NpcServer:
 def _peer(connection: ServerConnection) -> str:
     address = connection.remote_address
     return str(address[0]) if address else "?"
-
-
-def _start_rate(frame: str) -> int | None:
-    """The sample rate a valid `start` frame declares, or None (the session answers any mistake)."""
-    try:
-        message = parse_client_message(frame)
-    except (ProtocolError, RecursionError):
-        return None
-    return message.audio.sample_rate if isinstance(message, Start) else None
 
 
 def _response(reply: HttpReply) -> Response:

@@ -145,6 +145,7 @@ class Session:
         self._speculative: Turn | None = None  # started at a pause, output held until the turn is confirmed
         self._endpointer: Endpointer | None = None
         self._resampler: soxr.ResampleStream | None = None
+        self.input_rate = 0  # the client's audio sample rate, once started
         self._clock = ArrivalClock()
         self._samples_in = 0
         self._speech_started_at: int | None = None
@@ -193,7 +194,7 @@ class Session:
         self.player = message.player
         self.context = dict(message.context)
         self._endpointer = self.services.new_endpointer()
-        rate = message.audio.sample_rate
+        rate = self.input_rate = message.audio.sample_rate
         if rate != ASR_SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(rate, ASR_SAMPLE_RATE, 1, dtype="float32")
         self.state = SessionState.LISTENING

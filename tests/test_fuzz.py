@@ -176,6 +176,7 @@ class GoodPlayer:
                     if message["type"] == "turn_end":
                         self.turns += not message["interrupted"]
                         break
+                self.stop.wait(0.05)  # a person pauses between lines (the fake models answer in ~1 ms)
 
 
 # --------------------------------------------------------------------------- the test
