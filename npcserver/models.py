@@ -328,7 +328,8 @@ def load_real_backends(settings: Settings) -> Backends:
     import numpy as np
 
     from npcserver.backends import Backends
-    from npcserver.backends.base import ChatMessage, GenerationOptions, VoiceSettings
+    from npcserver.backends.base import ChatMessage, GenerationOptions, Transcriber, VoiceSettings
+    from npcserver.backends.batched_asr import BatchingTranscriber, batching_wanted
     from npcserver.backends.piper_tts import PiperSynthesizer
     from npcserver.backends.transformers_llm import TransformersDialogue
     from npcserver.backends.whisper_asr import WhisperTranscriber
@@ -353,6 +354,11 @@ def load_real_backends(settings: Settings) -> Backends:
         cpu_threads=threads.asr,
     )
     transcriber.transcribe(np.zeros(16_000, dtype=np.float32))
+    asr: Transcriber = transcriber
+    if batching_wanted(settings.asr_batching, device):
+        transcriber.transcribe_batch([np.zeros(16_000, dtype=np.float32)] * 2)  # warm the batched shapes too
+        asr = BatchingTranscriber(transcriber, window_ms=settings.asr_batch_window_ms, max_batch=settings.asr_batch_max)
+        log.info("ASR batching on: window %d ms, up to %d utterances", settings.asr_batch_window_ms, settings.asr_batch_max)
     log.info("ASR %s loaded and warmed in %.2f s", settings.asr_model, time.monotonic() - start)
 
     start = time.monotonic()
@@ -375,4 +381,4 @@ def load_real_backends(settings: Settings) -> Backends:
     )
     synthesizer.synthesize("Hello.", VoiceSettings(model=str(default_voice)))
     log.info("TTS %s loaded and warmed in %.2f s", settings.tts_voice, time.monotonic() - start)
-    return Backends(transcriber, dialogue, synthesizer)
+    return Backends(asr, dialogue, synthesizer)

@@ -54,9 +54,13 @@ class ModelRunner:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
         self.sample_rate = backends.synthesizer.sample_rate
+        # One worker per model is also its lock. A batching transcriber is its own lock and wants
+        # several callers waiting at once, or no batch could ever form.
+        workers = {"asr": getattr(backends.transcriber, "max_concurrent_calls", 1), "llm": 1, "tts": 1}
         self._executors = {
-            stage: ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage) for stage in ("asr", "llm", "tts")
+            stage: ThreadPoolExecutor(max_workers=count, thread_name_prefix=stage) for stage, count in workers.items()
         }
+        self._load_lock = threading.Lock()  # several ASR workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
 
@@ -68,8 +72,10 @@ class ModelRunner:
             try:
                 return fn()
             finally:
-                load.busy_seconds += time.perf_counter() - started
-                load.calls += 1
+                elapsed = time.perf_counter() - started
+                with self._load_lock:
+                    load.busy_seconds += elapsed
+                    load.calls += 1
 
         load.pending += 1
         try:
@@ -131,6 +137,9 @@ class ModelRunner:
     def close(self) -> None:
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
+        close_transcriber = getattr(self.backends.transcriber, "close", None)
+        if close_transcriber is not None:  # a batching transcriber's worker thread
+            close_transcriber(wait=False)
 
 
 def _log_prefill_failure(future: Future[None]) -> None:
