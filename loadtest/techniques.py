@@ -30,7 +30,8 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "prefix_cache": ("+ persona prompt KV cache", OFF[2:]),
     "speculative": ("+ ASR/LLM/TTS started during the endpointing pause", OFF[3:]),
     "all": ("+ filler line when late (all techniques, the default)", []),
-    "end_silence_350": ("all, with a 350 ms end-of-turn silence instead of 500", ["--end-silence-ms", "350"]),
+    "end_silence_400": ("all, with a 400 ms end-of-turn silence (adaptive, up to 640 ms) instead of 500",
+                        ["--end-silence-ms", "400", "--adaptive-end-silence"]),
     "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),
 }
 

@@ -1,7 +1,8 @@
-"""Short filler lines ("Hmm.", "Let me think.") pre-synthesized once per persona version.
+"""Filler lines ("Hmm.", "Let me think."): pre-synthesized once per persona version, and when to say one.
 
-When a reply will miss the NPC's latency budget (queued behind other players, or a slow reply), the
-session plays a filler at once from this cache instead of leaving the player in silence.
+When a reply will miss the NPC's latency budget (queued behind other players, or a slow model), the
+session plays a filler from this cache instead of leaving the player in silence: at once when recent
+replies say this one will be late, else as a fallback shortly before the budget runs out.
 """
 
 from __future__ import annotations
@@ -51,3 +52,24 @@ class FillerCache:
         for task in list(self._warming.values()):
             task.cancel()
         await asyncio.gather(*self._warming.values(), return_exceptions=True)
+
+
+class LatenessForecast:
+    """How late the next reply's first audio will probably be: a moving average of recent turns.
+
+    Recent turns reflect the current load (queued sessions, long prompts), so when they ran past a
+    persona's budget the next one most likely will too, and the filler can start without waiting.
+    """
+
+    def __init__(self, smoothing: float = 0.3) -> None:
+        self._smoothing = smoothing
+        self._expected_ms: float | None = None
+
+    def observe(self, reply_audio_ms: float) -> None:
+        if self._expected_ms is None:
+            self._expected_ms = reply_audio_ms
+        else:
+            self._expected_ms += self._smoothing * (reply_audio_ms - self._expected_ms)
+
+    def expected_ms(self) -> float | None:
+        return self._expected_ms

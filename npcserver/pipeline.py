@@ -313,7 +313,8 @@ async def _say(runner: ModelRunner, request: TurnRequest, out: TurnOutput, resul
 async def _write_reply(
     runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
 ) -> None:
-    splitter = ClauseSplitter(early_first_chunk=request.early_first_clause)
+    # a one-word opener ("Aye," "Well,") is already sayable: the player hears the NPC a few tokens sooner
+    splitter = ClauseSplitter(first_chunk_min_words=1, early_first_chunk=request.early_first_clause)
     limiter = ReplyLimiter(request.max_reply_words)
     messages = request.messages_for(result.player_text)
     llm_started = time.perf_counter()

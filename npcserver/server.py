@@ -33,7 +33,7 @@ from npcserver.auth import origin_allowed, parse_origins, token_from_request, ve
 from npcserver.backends import Backends, create_backends
 from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, FakeVad, SileroVad
-from npcserver.fillers import FillerCache
+from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.metrics import LiveState, ServerMetrics
 from npcserver.persona_store import PersonaStore
@@ -80,6 +80,7 @@ class NpcServer:
         self.sessions: set[Session] = set()
         self.runner: ModelRunner | None = None
         self.fillers: FillerCache | None = None
+        self.forecast = LatenessForecast()  # shared: every session's turns tell how loaded the models are
         self._backends = backends
         self._load_backends = load_backends
         self._server: Server | None = None
@@ -370,7 +371,7 @@ class NpcServer:
         assert self.runner is not None
         settings = self.settings
         assert self.fillers is not None
-        services = SessionServices(settings, self.runner, self.personas, self.new_endpointer, self.fillers)
+        services = SessionServices(settings, self.runner, self.personas, self.new_endpointer, self.fillers, self.forecast)
         out_rate = self.runner.sample_rate
         metrics = self.metrics
 

@@ -30,7 +30,7 @@ import soxr
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
-from npcserver.fillers import FillerCache
+from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.prompt import build_messages, deflection_for, persona_prefix
 from npcserver.protocol import (
@@ -84,6 +84,7 @@ class SessionServices:
     personas: PersonaSource
     new_endpointer: Callable[[], Endpointer]
     fillers: FillerCache
+    forecast: LatenessForecast
 
 
 class ArrivalClock:
@@ -351,9 +352,15 @@ class Session:
         turn.extras.append(asyncio.create_task(self._filler_when_late(turn, persona)))
 
     async def _filler_when_late(self, turn: Turn, persona: Any) -> None:
-        """No reply audio by the persona's budget (minus a lead): say a filler line so the NPC isn't mute."""
-        deadline = turn.out.started_at + (persona.latency_budget_ms - FILLER_LEAD_MS) / 1000.0
-        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+        """Say a filler line so the NPC isn't mute: at once when recent replies came later than the
+        persona's budget and this one hasn't started writing yet, else if no reply audio has left
+        shortly before the budget runs out."""
+        budget_ms = persona.latency_budget_ms
+        expected_ms = self.services.forecast.expected_ms()
+        late_already = expected_ms is not None and expected_ms > budget_ms and not turn.result.reply_text
+        if not late_already:
+            deadline = turn.out.started_at + (budget_ms - FILLER_LEAD_MS) / 1000.0
+            await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
         audio = self.services.fillers.get(persona, turn.number)
         if audio is not None and not turn.out.audio_started and turn.running:
             await turn.out.audio(audio, filler=True)
@@ -375,6 +382,8 @@ class Session:
             await turn.out.end_audio()
             await turn.out.send(Error(ErrorCode.MODEL_ERROR, message, turn=turn.number))
         finally:
+            if "reply_audio_ms" in turn.result.timings and not turn.out.held:
+                self.services.forecast.observe(turn.result.timings["reply_audio_ms"])
             with contextlib.suppress(Exception):
                 await turn.out.end_audio()
                 await turn.out.send(TurnEnd(turn.number, interrupted, turn.result.timings, filler=turn.out.filler_played,

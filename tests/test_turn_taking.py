@@ -158,3 +158,21 @@ async def test_real_interruption_gets_a_new_reply() -> None:
 async def test_drop_policy_never_resumes() -> None:
     _, end, _ = await _barge_in_with("Hmm.", false_interruption="drop")
     assert end["resumed"] is False
+
+
+async def test_after_late_replies_the_filler_starts_at_once() -> None:
+    # greta's budget is 900 ms: the fallback filler comes at 750 ms, an early one right at the turn's start
+    backends = Backends(FakeTranscriber(delay_s=1.2), FakeDialogue(), FakeSynthesizer())
+    async for server in _serve(backends, speculative=False):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await asyncio.sleep(0.2)  # fillers are synthesized in the background at session start
+            ends = []
+            for turn in (1, 2):
+                await talk.send_audio(tone(0.8) + silence(0.8))
+                ends.append(await talk.until("turn_end", turn=turn))
+    first, second = ends
+    assert first["filler"] and second["filler"]
+    assert first["timings"]["filler_ms"] >= 700  # nothing known yet: waited for the budget
+    assert second["timings"]["filler_ms"] < first["timings"]["filler_ms"] - 150  # the forecast said late
