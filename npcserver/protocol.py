@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 SUPPORTED_ENCODINGS = ("pcm_s16le",)
@@ -112,7 +112,7 @@ class Context:
     context: dict[str, Any]
 
 
-ClientMessage = Union[Start, EndOfTurn, Text, Interrupt, Context]
+ClientMessage = Start | EndOfTurn | Text | Interrupt | Context
 
 # --------------------------------------------------------------------------- server -> client
 
@@ -173,7 +173,7 @@ class Error:
     retry_url: str | None = None  # where to reconnect when this node is full or draining
 
 
-ServerMessage = Union[Ready, TranscriptMessage, Reply, AudioStart, AudioEnd, TurnEnd, Error]
+ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | AudioEnd | TurnEnd | Error
 
 CLIENT_TYPES: dict[str, type] = {cls.type: cls for cls in (Start, EndOfTurn, Text, Interrupt, Context)}
 SERVER_TYPES: dict[str, type] = {

@@ -499,7 +499,7 @@ class ReplyLimiter:
 
 # Sounds a player makes while listening: not a request to stop the NPC (a false interruption).
 BACKCHANNEL_WORDS = frozenset(
-    "uh um umm hmm hm mm mhm mmm ah oh er erm huh uh-huh mm-hmm okay ok yeah yes right sure aha".split()
+    ["uh", "um", "umm", "hmm", "hm", "mm", "mhm", "mmm", "ah", "oh", "er", "erm", "huh", "uh-huh", "mm-hmm", "okay", "ok", "yeah", "yes", "right", "sure", "aha"]
 )
 _NON_SPEECH = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # [BLANK_AUDIO], (coughs), *sniff*
 

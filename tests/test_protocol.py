@@ -8,7 +8,6 @@ import pytest
 
 from npcserver import protocol as p
 
-
 CLIENT_MESSAGES = [
     p.Start(npc="greta_blacksmith"),
     p.Start(npc="greta_blacksmith", audio=p.AudioFormat("pcm_s16le", 48000), player="p1",
@@ -49,7 +48,7 @@ def test_every_message_type_is_covered_by_the_round_trip_tests() -> None:
 
 def test_encode_puts_type_first_and_omits_unset_optionals() -> None:
     body = json.loads(p.encode(p.Error("bad_json", "oops")))
-    assert list(body)[0] == "type"
+    assert next(iter(body)) == "type"
     assert "retry_url" not in body and "turn" not in body
 
 
