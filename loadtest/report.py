@@ -56,7 +56,23 @@ def metric_histograms(records: Sequence[TurnRecord]) -> dict[str, LatencyHistogr
             r.server_timings[key] for r in ok if key in r.server_timings and r.server_timings[key] >= 0
         )
     hists["underrun_gap_ms"] = histogram_of(gap for r in ok for gap in r.underrun_gaps_ms)
+    hists["server_overhead_ms"] = histogram_of(v for r in ok if (v := server_overhead_ms(r.server_timings)) is not None)
     return hists
+
+
+MODEL_STAGES = ("endpoint_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms")
+
+
+def server_overhead_ms(timings: dict[str, float]) -> float | None:
+    """Time to first audio not spent endpointing or in a model: the server's own cost per turn.
+
+    Exact when the stages run one after another (no speculation, no filler); with the fake models,
+    whose calls take ~0 ms, it is what everything that is not a model adds.
+    """
+    if "voice_to_voice_ms" not in timings or "filler_ms" in timings or not all(k in timings for k in MODEL_STAGES):
+        return None
+    overhead = timings["voice_to_voice_ms"] - sum(timings[k] for k in MODEL_STAGES)
+    return overhead if overhead >= 0 else None  # negative: stages overlapped (speculation), not measurable
 
 
 def check_slo(hists: dict[str, LatencyHistogram], targets: Iterable[SloTarget]) -> list[dict[str, Any]]:

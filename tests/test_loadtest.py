@@ -234,3 +234,13 @@ def test_a_short_run_writes_a_sane_report_and_plot(
     assert all(r["reply_audio_s"] > 0 for r in report["records"])
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 10_000
     assert "voice_to_voice_ms" in capsys.readouterr().out
+
+
+def test_server_overhead_is_what_the_stages_do_not_explain() -> None:
+    from loadtest.report import server_overhead_ms
+
+    stages = {"endpoint_ms": 520.0, "asr_ms": 300.0, "llm_first_token_ms": 60.0, "tts_first_audio_ms": 100.0}
+    assert server_overhead_ms({**stages, "voice_to_voice_ms": 984.5}) == pytest.approx(4.5)
+    assert server_overhead_ms({**stages, "voice_to_voice_ms": 900.0, "filler_ms": 600.0}) is None  # filler first
+    assert server_overhead_ms({**stages, "voice_to_voice_ms": 700.0}) is None  # speculation overlapped the stages
+    assert server_overhead_ms({"voice_to_voice_ms": 10.0}) is None
