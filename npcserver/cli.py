@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from npcserver.config import ENV_PREFIX, Settings, SettingsError, load_settings, setting_fields
+from npcserver.config import ENV_PREFIX, SECTIONS, Settings, SettingsError, load_settings, setting_fields
 from npcserver.logs import configure_logging
 
 DESCRIPTION = """\
@@ -25,14 +25,18 @@ which wins over the config file.
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help=f"TOML file of settings (env {ENV_PREFIX}CONFIG).")
+    group: Any = parser
     for f in setting_fields():
+        if f.name in SECTIONS:
+            group = parser.add_argument_group(SECTIONS[f.name])
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default}; env {ENV_PREFIX}{f.name.upper()})"
         if isinstance(f.default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), choices=f.metadata.get("choices"),
-                                help=help_text)
+            choices = f.metadata.get("choices")
+            metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+            group.add_argument(flag, dest=f.name, default=None, metavar=metavar, choices=choices, help=help_text)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -90,6 +90,18 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+# Where each section of Settings starts (field name -> section title), for grouped --help.
+SECTIONS = {
+    "host": "network",
+    "backend": "models",
+    "vad_threshold": "turn taking and latency",
+    "max_text_chars": "limits",
+    "auth_secret": "security",
+    "site_id": "sites (multi-site lookup, docs/multi-site.md)",
+    "log_level": "logs",
+}
+
+
 def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
 
