@@ -301,6 +301,8 @@ class Session:
         """Start the turn now, output held, in case this pause is the end of the player's turn."""
         if not self.settings.speculative or self._speculative is not None:
             return
+        if self.services.runner.load["asr"].pending:
+            return  # the models are busy with other players: a guess that may be thrown away would only add to the queue
         number = self.turn + 1
         turn = self._new_turn(number, self._clock.wall_time(paused.at_sample), held=True)
         turn.speech_end_sample = paused.at_sample
