@@ -64,7 +64,8 @@ def run_naive(repeats: int) -> dict[str, Any]:
     from loadtest.corpus import load_utterances
     from npcserver.config import load_settings
 
-    settings = load_settings({"voices": str(REPO / "voices")})
+    # naive: no prompt cache either (the chain as one would first write it)
+    settings = load_settings({"voices": str(REPO / "voices"), "llm_prefix_cache": False})
     result = run_baseline(settings, load_utterances(), repeats=repeats, log=lambda line: None)
     v2v = result["voice_to_voice_ms"]
     return {"turns": v2v.get("count"), "errors": 0, "v2v_p50": v2v.get("p50_ms"), "v2v_p95": v2v.get("p95_ms")}
@@ -85,7 +86,8 @@ def format_rows(rows: dict[str, dict[str, Any]], naive_p50: float | None) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.techniques", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", default=",".join(STEPS), help=f"Comma-separated steps (default all: {','.join(STEPS)}).")
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help=f"Comma-separated steps (default all: {','.join(STEPS)}); '' runs only the naive chain.")
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds of offered load per step.")
     parser.add_argument("--turn-interval", type=float, default=6.0, help="Mean seconds between the player's turns.")
     parser.add_argument("--naive-repeats", type=int, default=2, help="Passes of the naive chain over the corpus.")
