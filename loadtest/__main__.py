@@ -198,6 +198,8 @@ def _ramp(args: argparse.Namespace, utterances: list[Any], slo: list[SloTarget])
                 "players": players,
                 "passed": passed,
                 "voice_to_voice_ms": report["latency_ms"]["voice_to_voice_ms"],
+                # the first audio may be a filler line: the reply's own first audio tells the rest
+                "reply_audio_ms": report["latency_ms"].get("server_reply_audio_ms"),
                 "report": report,
             }
         )

@@ -54,7 +54,8 @@ def write_png(report: dict[str, Any], path: Path) -> None:
 
 
 def write_ramp_png(ramp: dict[str, Any], path: Path) -> None:
-    """Voice-to-voice p50/p95 against the number of players, with the budget and the capacity found."""
+    """Voice-to-voice p50/p95 against the number of players (and the reply's own first audio, which a
+    filler line can hide), with the budget and the capacity found."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,13 +64,13 @@ def write_ramp_png(ramp: dict[str, Any], path: Path) -> None:
     steps = ramp["steps"]
     players = [s["players"] for s in steps]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for key, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
-        ax.plot(
-            players,
-            [np.nan if s["voice_to_voice_ms"][key] is None else s["voice_to_voice_ms"][key] for s in steps],
-            marker="o",
-            label=f"voice-to-voice {label}",
-        )
+    series = [("voice_to_voice_ms", "voice-to-voice (first audio, filler included)", "-")]
+    if any(s.get("reply_audio_ms") for s in steps):
+        series.append(("reply_audio_ms", "reply's own first audio (server)", "--"))
+    for metric, name, style in series:
+        for key, label, color in (("p50_ms", "p50", "tab:blue"), ("p95_ms", "p95", "tab:orange")):
+            values = [np.nan if not s.get(metric) or s[metric][key] is None else s[metric][key] for s in steps]
+            ax.plot(players, values, marker="o", linestyle=style, color=color, label=f"{name} {label}")
     ax.axhline(
         ramp["budget_ms"], color="tab:red", linestyle="--", linewidth=1, label=f"budget {ramp['budget_ms']:g} ms"
     )
