@@ -7,9 +7,8 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,7 @@ from websockets.exceptions import ConnectionClosed
 pytest.importorskip("redis", reason="the redis package is not installed (pip install redis)")
 
 from npcserver.server import NpcServer
-from tests.conftest import Conversation, fake_backends, fake_settings
-from tests.test_registry_redis import REDIS_SERVER, RedisServerProcess
+from tests.conftest import Conversation, RedisServerProcess, fake_backends, fake_settings
 
 pytestmark = pytest.mark.redis
 
@@ -28,18 +26,6 @@ WAIT_S = 10.0
 PARIS = (48.85, 2.35)
 NEW_YORK = (40.71, -74.0)
 PLAYER_IN_BRUSSELS = (50.85, 4.35)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServerProcess]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    server = RedisServerProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def node_settings(redis_url: str, site_id: str, position: tuple[float, float]) -> Any:
