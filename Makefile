@@ -28,5 +28,10 @@ test: prepare
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not real and not browser and not redis"
 
+lint: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ruff check npcserver loadtest game_client_demo tests
+	$(PY) -m mypy npcserver
+
 clean:
 	rm -rf $(VENV) .pytest_cache

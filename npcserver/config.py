@@ -107,7 +107,7 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
 
 
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
-    kind = type(f.default)
+    kind: Any = type(f.default)  # every Settings field has a plain default of its own type
     try:
         if kind is bool and isinstance(value, str):
             lowered = value.strip().lower()

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -91,7 +91,7 @@ class ModelRunner:
     async def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray:
         return await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice))
 
-    async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str]:
+    async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncGenerator[str]:
         """Yield reply pieces as the model writes them; leaving the loop early stops the model."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()  # bounded by max_new_tokens
@@ -108,7 +108,7 @@ class ModelRunner:
                     post(piece)
                     if stop.is_set():
                         break
-            except Exception as exc:  # reported to the awaiting turn, never lost in the thread
+            except Exception as exc:  # noqa: BLE001 -  # reported to the awaiting turn, never lost in the thread
                 post(exc)
             finally:
                 post(None)

@@ -280,5 +280,6 @@ def encode(message: ClientMessage | ServerMessage) -> str:
         value = getattr(message, f.name)
         if value is None and f.default is None:
             continue  # optional fields are omitted rather than sent as null
-        body[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        body[f.name] = dataclasses.asdict(value) if nested else value
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
