@@ -45,7 +45,7 @@ class FillerCache:
     async def _synthesize(self, persona: Any, key: tuple[str, str]) -> None:
         try:
             self._audio[key] = [await self._runner.synthesize(line, persona.voice) for line in persona.fillers]
-        except Exception as exc:  # noqa: BLE001 -  # fillers are a nicety: a failure must not hurt the session
+        except Exception as exc:  # noqa: BLE001 (fillers are a nicety: a failure must not hurt the session)
             log.warning("could not synthesize fillers for %s: %s", persona.id, exc)
 
     async def close(self) -> None:

@@ -108,7 +108,7 @@ class ModelRunner:
                     post(piece)
                     if stop.is_set():
                         break
-            except Exception as exc:  # noqa: BLE001 -  # reported to the awaiting turn, never lost in the thread
+            except Exception as exc:  # noqa: BLE001 (reported to the awaiting turn, never lost in the thread)
                 post(exc)
             finally:
                 post(None)
