@@ -86,6 +86,7 @@ class Start:
     player: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     greeting: bool = True  # false: don't speak the persona's greeting when the session starts
+    push_to_talk: bool = False  # true: only end_of_turn ends a turn, never a silence
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +244,9 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         player = _field(data, "start", "player", str, required=False)
         context = _field(data, "start", "context", dict, required=False) or {}
         greeting = _field(data, "start", "greeting", bool, required=False)
-        return Start(npc=npc, audio=audio, player=player, context=context, greeting=greeting is not False)
+        push_to_talk = _field(data, "start", "push_to_talk", bool, required=False)
+        return Start(npc=npc, audio=audio, player=player, context=context, greeting=greeting is not False,
+                     push_to_talk=push_to_talk is True)
     if kind == "end_of_turn":
         return EndOfTurn()
     if kind == "text":

@@ -172,13 +172,14 @@ class NpcServer:
     def _make_vad(self) -> SileroVad | FakeVad:
         return FakeVad() if self.settings.vad == "fake" else SileroVad()
 
-    def new_endpointer(self) -> Endpointer:
+    def new_endpointer(self, push_to_talk: bool = False) -> Endpointer:
         assert self._vad is not None
         s = self.settings
         return Endpointer(
             self._vad,
             threshold=s.vad_threshold,
-            end_silence_ms=s.end_silence_ms,
+            # push-to-talk: the key, not a pause, ends the turn (a pause still starts speculation)
+            end_silence_ms=s.max_utterance_s * 1000 if push_to_talk else s.end_silence_ms,
             min_speech_ms=s.min_speech_ms,
             max_utterance_s=s.max_utterance_s,
             adaptive=s.adaptive_end_silence,

@@ -82,7 +82,7 @@ class SessionServices:
     settings: Settings
     runner: ModelRunner
     personas: PersonaSource
-    new_endpointer: Callable[[], Endpointer]
+    new_endpointer: Callable[[bool], Endpointer]  # push_to_talk -> an endpointer for this session
     fillers: FillerCache
     forecast: LatenessForecast
 
@@ -194,7 +194,7 @@ class Session:
         self.persona_id = persona.id
         self.player = message.player
         self.context = dict(message.context)
-        self._endpointer = self.services.new_endpointer()
+        self._endpointer = self.services.new_endpointer(message.push_to_talk)
         rate = self.input_rate = message.audio.sample_rate
         if rate != ASR_SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(rate, ASR_SAMPLE_RATE, 1, dtype="float32")

@@ -11,7 +11,7 @@ from npcserver import protocol as p
 CLIENT_MESSAGES = [
     p.Start(npc="greta_blacksmith"),
     p.Start(npc="greta_blacksmith", audio=p.AudioFormat("pcm_s16le", 48000), player="p1",
-            context={"time_of_day": "night", "quest": {"sword": True}}, greeting=False),
+            context={"time_of_day": "night", "quest": {"sword": True}}, greeting=False, push_to_talk=True),
     p.EndOfTurn(),
     p.Text(text="Hello there, smith."),
     p.Interrupt(),

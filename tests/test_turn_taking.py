@@ -176,3 +176,19 @@ async def test_after_late_replies_the_filler_starts_at_once() -> None:
     assert first["filler"] and second["filler"]
     assert first["timings"]["filler_ms"] >= 700  # nothing known yet: waited for the budget
     assert second["timings"]["filler_ms"] < first["timings"]["filler_ms"] - 150  # the forecast said late
+
+
+async def test_push_to_talk_waits_for_the_key_not_for_silence(transcriber: FakeTranscriber) -> None:
+    backends = Backends(transcriber, FakeDialogue(), FakeSynthesizer())
+    async for server in _serve(backends):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start(push_to_talk=True)
+            # a long pause while the key is held must not end the turn
+            await talk.send_audio(tone(0.8) + silence(1.2) + tone(0.6))
+            await talk.send_json(type="end_of_turn")
+            transcript = await talk.until("transcript")
+            await talk.until("turn_end")
+    assert transcript["turn"] == 1
+    assert float(transcript["text"].split()[3]) > 2.4  # both stretches and the pause, in one turn
+    assert [m["turn"] for m in talk.messages if m["type"] == "transcript"] == [1]
