@@ -37,6 +37,7 @@ class Settings:
     asr_batch_window_ms: int = _opt(15, "With ASR batching: how long the first utterance of a batch waits for others, in milliseconds.")
     asr_batch_max: int = _opt(8, "With ASR batching: most utterances decoded in one batch (also how many ASR calls may wait at once).")
     llm_prefix_cache: bool = _opt(True, "Keep the LLM's KV state of each persona's fixed prompt prefix, so a turn only prefills its new text.")
+    llm_interleave: bool = _opt(True, "Run concurrent replies token by token in turn on the LLM worker, so a new turn's first token never waits for whole replies of other players.")
     llm_int8: bool = _opt(True, "On the CPU, quantize the LLM's linear layers to int8 (torch dynamic quantization): ~3x faster.")
     cache_dir: Path = _opt(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "npcserver", "Where prepared models (the converted LLM) are cached.")
     asr_threads: int = _opt(0, "CPU threads for speech recognition (0 = choose from the core count).")

@@ -51,8 +51,9 @@ class StageLoad:
 
 
 class ModelRunner:
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, *, interleave_llm: bool = True) -> None:
         self.backends = backends
+        self.interleave_llm = interleave_llm
         self.sample_rate = backends.synthesizer.sample_rate
         # One worker per model is also its lock. A batching transcriber is its own lock and wants
         # several callers waiting at once, or no batch could ever form.
@@ -93,9 +94,37 @@ class ModelRunner:
 
     async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncGenerator[str]:
         """Yield reply pieces as the model writes them; leaving the loop early stops the model."""
+        stop = threading.Event()
+        if not self.interleave_llm:
+            async for piece in self._stream_whole_reply(messages, options, stop):
+                yield piece
+            return
+        # One executor call per token: replies of several sessions take turns on the LLM worker token by
+        # token, so a new turn's first token waits for one token of each other reply, not for whole replies.
+        iterator: Iterator[str] = self.backends.dialogue.generate(messages, options, stop.is_set)
+
+        def step() -> str | None:
+            return next(iterator, None)
+
+        try:
+            while True:
+                token_text = await self._call("llm", step)
+                if token_text is None:
+                    break
+                yield token_text
+        finally:
+            stop.set()
+            close = getattr(iterator, "close", None)
+            if close is not None:  # the generator's own clean-up, queued behind any step still running
+                with contextlib.suppress(RuntimeError):  # the runner is already closed
+                    self._executors["llm"].submit(close)
+
+    async def _stream_whole_reply(
+        self, messages: list[ChatMessage], options: GenerationOptions, stop: threading.Event
+    ) -> AsyncGenerator[str]:
+        """The reply generated in one executor call (other sessions wait for all of it)."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()  # bounded by max_new_tokens
-        stop = threading.Event()
 
         def post(item: str | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
@@ -103,8 +132,7 @@ class ModelRunner:
 
         def generate() -> None:
             try:
-                iterator: Iterator[str] = self.backends.dialogue.generate(messages, options, stop.is_set)
-                for piece in iterator:
+                for piece in self.backends.dialogue.generate(messages, options, stop.is_set):
                     post(piece)
                     if stop.is_set():
                         break
@@ -113,8 +141,7 @@ class ModelRunner:
             finally:
                 post(None)
 
-        worker = self._call("llm", generate)
-        task = asyncio.ensure_future(worker)
+        task = asyncio.ensure_future(self._call("llm", generate))
         try:
             while (item := await pieces.get()) is not None:
                 if isinstance(item, BaseException):

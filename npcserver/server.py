@@ -164,7 +164,7 @@ class NpcServer:
             log.info("loading models (backend=%s, device=%s)...", self.settings.backend, self.settings.device)
             backends = await asyncio.to_thread(self._load_backends, self.settings)
         self._vad = await asyncio.to_thread(self._make_vad)
-        runner = ModelRunner(backends)
+        runner = ModelRunner(backends, interleave_llm=self.settings.llm_interleave)
         self.fillers = FillerCache(runner)
         self.runner = runner
         log.info("ready in %.1f s: %s", time.perf_counter() - started, self.url)

@@ -192,3 +192,21 @@ async def test_push_to_talk_waits_for_the_key_not_for_silence(transcriber: FakeT
     assert transcript["turn"] == 1
     assert float(transcript["text"].split()[3]) > 2.4  # both stretches and the pause, in one turn
     assert [m["turn"] for m in talk.messages if m["type"] == "transcript"] == [1]
+
+
+@pytest.mark.parametrize("interleave", [True, False])
+async def test_a_long_reply_does_not_hold_other_players_first_words(interleave: bool) -> None:
+    slow = FakeDialogue(token_delay_s=0.05, reply=" ".join(["Word."] * 40))
+    async for server in _serve(Backends(FakeTranscriber(), slow, FakeSynthesizer()), llm_interleave=interleave):
+        async with connect(server.url) as a_ws, connect(server.url) as b_ws:
+            a, b = Conversation(a_ws), Conversation(b_ws)
+            await asyncio.gather(a.start(), b.start())
+            await a.send_json(type="text", text="Tell me everything.")
+            await a.until("reply")  # A's reply is being written
+            await b.send_json(type="text", text="Quick question!")
+            b_first_words = asyncio.create_task(b.until("reply"))
+            a_done = asyncio.create_task(a.until("turn_end"))
+            done, _ = await asyncio.wait({b_first_words, a_done}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.gather(b_first_words, a_done)
+    # interleaved, B hears its NPC while A's reply is still being written; otherwise only after it
+    assert (b_first_words in done and a_done not in done) is interleave
