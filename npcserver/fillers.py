@@ -33,6 +33,12 @@ class FillerCache:
         lines = self._audio.get(self._key(persona))
         return lines[turn % len(lines)] if lines else None
 
+    def _keep(self, key: tuple[str, str], lines: list[np.ndarray]) -> None:
+        """Store a persona version's fillers, dropping the audio of its earlier versions (hot reload)."""
+        for old in [k for k in self._audio if k[0] == key[0]]:
+            del self._audio[old]
+        self._audio[key] = lines
+
     def warm(self, persona: Any) -> None:
         """Synthesize the persona's fillers in the background, once per persona version."""
         key = self._key(persona)
@@ -44,7 +50,7 @@ class FillerCache:
 
     async def _synthesize(self, persona: Any, key: tuple[str, str]) -> None:
         try:
-            self._audio[key] = [await self._runner.synthesize(line, persona.voice) for line in persona.fillers]
+            self._keep(key, [await self._runner.synthesize(line, persona.voice) for line in persona.fillers])
         except Exception as exc:  # noqa: BLE001 (fillers are a nicety: a failure must not hurt the session)
             log.warning("could not synthesize fillers for %s: %s", persona.id, exc)
 

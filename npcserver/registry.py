@@ -335,6 +335,11 @@ def _first_per_id(records: Iterable[SiteRecord]) -> tuple[SiteRecord, ...]:
 # --- wiring from Settings
 
 
+def site_id_from_settings(settings: Any) -> str:
+    """This node's site id: the site_id setting, else the host name."""
+    return str(settings.site_id or socket.gethostname())
+
+
 def site_record_from_settings(
     settings: Any, *, port: int, npcs: Iterable[str], models: Iterable[str], active_sessions: int = 0
 ) -> SiteRecord:
@@ -343,7 +348,7 @@ def site_record_from_settings(
     may be 0)."""
     url = settings.public_url or f"ws://{settings.host}:{port}/v1/talk"
     return SiteRecord(
-        id=settings.site_id or socket.gethostname(),
+        id=site_id_from_settings(settings),
         region=settings.site_region,
         lat=settings.site_lat,
         lon=settings.site_lon,

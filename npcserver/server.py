@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import inspect
 import logging
@@ -46,7 +47,7 @@ from npcserver.protocol import (
     ServerMessage,
     encode,
 )
-from npcserver.registry import SiteRegistry, registry_from_settings, site_record_from_settings
+from npcserver.registry import SiteRegistry, registry_from_settings, site_id_from_settings, site_record_from_settings
 from npcserver.session import Session, SessionClosed, SessionServices, SessionState
 from npcserver.sites import SiteRecord
 from npcserver.sites_http import nearest_sites, next_best_site, ping
@@ -185,6 +186,11 @@ class NpcServer:
             adaptive=s.adaptive_end_silence,
         )
 
+    @functools.cached_property
+    def site_id(self) -> str:
+        """This node's id in lookups and tokens (the host name unless site_id is set)."""
+        return site_id_from_settings(self.settings)
+
     def site_record(self) -> SiteRecord:
         """This node as the site registry shows it to lookups (heartbeated every second or so)."""
         s = self.settings
@@ -277,7 +283,7 @@ class NpcServer:
     async def _next_best_url(self) -> str | None:
         if self.registry is None:
             return None
-        best = next_best_site(await self.registry.list_sites(), self.site_record().id, time.time())
+        best = next_best_site(await self.registry.list_sites(), self.site_id, time.time())
         return best.site.url if best is not None else None
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -288,7 +294,7 @@ class NpcServer:
         if handler is not None:
             reply = handler(dict(parse_qsl(parts.query)))
             return _response(await reply if inspect.isawaitable(reply) else reply)
-        return _response(self._static(parts.path))
+        return _response(await asyncio.to_thread(self._static, parts.path))  # file I/O off the loop
 
     def _check_handshake(self, connection: ServerConnection, request: Request, query: dict[str, str]) -> Response | None:
         """Refuse a WebSocket upgrade with a plain HTTP answer, or None to go on with the handshake."""
@@ -298,7 +304,7 @@ class NpcServer:
             refused = ("origin", 403, "origin_not_allowed", "this page's origin may not connect (see allowed_origins)")
         elif self.settings.auth_secret:
             verdict = verify_token(self.settings.auth_secret, token_from_request(headers, query),
-                                   self.site_record().id, self.settings.token_max_ttl_s)
+                                   self.site_id, self.settings.token_max_ttl_s)
             if not verdict.allowed:
                 refused = ("token", verdict.status, "unauthorized" if verdict.status == 401 else "forbidden",
                            verdict.reason)

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import free_port
 from tests.realserver import recorded_question
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,12 +51,6 @@ def _require_browser() -> Any:
     return sync_api
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _log_tail(log: Path, lines: int = 40) -> str:
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     return "\n".join(text.splitlines()[-lines:])
@@ -66,7 +60,7 @@ def _log_tail(log: Path, lines: int = 40) -> str:
 def running_server(tmp_path: Path, *args: str, ready_within_s: float, port: int | None = None) -> Iterator[str]:
     """`python -m npcserver serve` on loopback (a free port unless given); yields its base URL once
     /healthz says ready, and stops it (terminate, then kill) whatever happens."""
-    port = port or _free_port()
+    port = port or free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [
@@ -260,7 +254,7 @@ def test_demo_page_answers_a_spoken_question(tmp_path: Path, question_wav: Path)
 def test_full_site_hands_the_page_to_the_next_and_push_to_talk_works(tmp_path: Path, question_wav: Path) -> None:
     """Site A is full and names site B; the page moves there on its own, and a held Space key
     sends the question as one push-to-talk turn."""
-    port_a, port_b = _free_port(), _free_port()
+    port_a, port_b = free_port(), free_port()
     origin_a, url_a, url_b = (
         f"http://127.0.0.1:{port_a}",
         f"ws://127.0.0.1:{port_a}/v1/talk",
