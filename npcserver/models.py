@@ -352,6 +352,7 @@ def load_real_backends(settings: Settings) -> Backends:
         device=device,
         compute_type="float16" if device == "cuda" else "int8",
         cpu_threads=threads.asr,
+        window_s=settings.asr_window_s,
     )
     transcriber.transcribe(np.zeros(16_000, dtype=np.float32))
     asr: Transcriber = transcriber

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio
 
 from npcserver.audio import ASR_SAMPLE_RATE
 from npcserver.backends.base import Transcript
@@ -18,12 +20,26 @@ from npcserver.backends.base import Transcript
 _NO_SPEECH_THRESHOLD = 0.6
 _LOG_PROB_THRESHOLD = -1.0
 _MAX_INITIAL_TIMESTAMP_INDEX = 50  # faster-whisper's max_initial_timestamp (1 s) in 20 ms steps
+# faster-whisper's test for a decode stuck in a loop ("how much, how much, how much..."): its text
+# compresses too well. A short window is redone with the full one when a decode loops.
+_COMPRESSION_RATIO_THRESHOLD = 2.4
+_FRAMES_PER_SECOND = 100  # whisper's mel frames: 10 ms each
+# Speech is 3-5 tokens a second; a decode longer than this many per second of audio is looping.
+_MAX_TOKENS_PER_SECOND = 12
+_MIN_TOKEN_ALLOWANCE = 16
 
 
 class WhisperTranscriber:
     """Implements `Transcriber` for one short, already end-pointed utterance at a time.
 
     `language=None` means English for English-only models ('*.en') and detection otherwise.
+
+    `window_s` < 30 encodes a short utterance in a window of that many seconds instead of whisper's
+    full 30 s: the encoder's cost grows with the window, so 10 s makes ASR ~5x faster on a CPU
+    (tiny.en: ~500 -> ~100 ms). Whisper was trained on 30 s windows; in a short one it sometimes
+    loops ("how much, how much, ...") or gets a word or punctuation mark wrong. A looping decode
+    (faster-whisper's compression-ratio test, or more tokens than speech can hold) is redone with
+    the full window, so only the small accuracy cost remains (measured: loadtest's WER).
     """
 
     def __init__(
@@ -33,6 +49,7 @@ class WhisperTranscriber:
         compute_type: str = "int8",
         cpu_threads: int = 1,
         language: str | None = None,
+        window_s: float = 30.0,
     ) -> None:
         # faster-whisper logs two INFO lines per call ("Processing audio with duration ..."): one per
         # player utterance would drown the server's own log.
@@ -50,12 +67,68 @@ class WhisperTranscriber:
             local_files_only=True,
         )
         self._language = language if language is not None else (None if self._model.model.is_multilingual else "en")
+        full_window = self._model.feature_extractor.nb_max_frames
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s}")
+        # the encoder halves the frames with a stride-2 convolution: keep the count even
+        self._window_frames = min(full_window, int(window_s * _FRAMES_PER_SECOND) // 2 * 2)
+
+    @property
+    def short_window(self) -> bool:
+        return self._window_frames < self._model.feature_extractor.nb_max_frames
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
+        if self.short_window:
+            return self.transcribe_batch([audio])[0]
         samples = np.ascontiguousarray(audio, dtype=np.float32)
-        seconds = samples.size / ASR_SAMPLE_RATE
         if samples.size == 0:
             return Transcript(text="", language=self._language or "en", audio_seconds=0.0)
+        return self._transcribe_whole(samples)
+
+    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
+        """Transcribe several utterances with one encoder pass and one greedy decode over the batch.
+
+        With the full window this gives the same text as faster-whisper's `transcribe` for each
+        utterance: the features are cut and padded exactly as faster-whisper does, and the prompt, suppressed tokens and
+        silence check are the same. A multilingual model with no language set detects each one's
+        language from the same encoder pass (`transcribe` encodes the window again with its last
+        10 ms frame, so only a borderline detection could differ). Utterances longer than one
+        window, which faster-whisper decodes window by window, go through `transcribe` alone.
+        """
+        samples = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
+        results: list[Transcript | None] = [None] * len(samples)
+        full_window = self._model.feature_extractor.nb_max_frames
+        batch: list[int] = []
+        mels: list[np.ndarray] = []
+        for index, utterance in enumerate(samples):
+            seconds = utterance.size / ASR_SAMPLE_RATE
+            mel = self._model.feature_extractor(utterance) if utterance.size else None
+            content_frames = 0 if mel is None else mel.shape[-1] - 1  # faster-whisper leaves out the last frame
+            if mel is None or content_frames <= 0:  # (almost) no audio: faster-whisper decodes nothing either
+                results[index] = Transcript(text="", language=self._language or "en", audio_seconds=seconds)
+            elif content_frames > full_window:  # faster-whisper decodes it window by window
+                results[index] = self._transcribe_whole(utterance)
+            else:
+                batch.append(index)
+                mels.append(mel[:, :content_frames])
+        if not batch:
+            return [result for result in results if result is not None]
+        longest = max(mel.shape[-1] for mel in mels)
+        window = min(full_window, max(self._window_frames, (longest + 1) // 2 * 2))
+        decoded = self._decode_windows(_padded(mels, window), _token_cap(mels) if window < full_window else None)
+        if window < full_window:
+            redo = [i for i, (text, _language, capped) in enumerate(decoded) if capped or _looping(text)]
+            if redo:
+                again = self._decode_windows(_padded([mels[i] for i in redo], full_window), None)
+                for i, retry in zip(redo, again, strict=True):
+                    decoded[i] = retry
+        for index, (text, language, _capped) in zip(batch, decoded, strict=True):
+            seconds = samples[index].size / ASR_SAMPLE_RATE
+            results[index] = Transcript(text=text, language=language, audio_seconds=seconds)
+        return [result for result in results if result is not None]
+
+    def _transcribe_whole(self, samples: np.ndarray) -> Transcript:
+        """faster-whisper's own transcription: full 30 s windows, one after another."""
         segments, info = self._model.transcribe(
             samples,
             language=self._language,
@@ -67,45 +140,11 @@ class WhisperTranscriber:
         )
         # The segments are a lazy generator: decoding happens here, inside this worker thread.
         text = " ".join(segment.text.strip() for segment in segments).strip()
-        return Transcript(text=text, language=info.language, audio_seconds=seconds)
+        return Transcript(text=text, language=info.language, audio_seconds=samples.size / ASR_SAMPLE_RATE)
 
-    def transcribe_batch(self, audios: list[np.ndarray]) -> list[Transcript]:
-        """Transcribe several utterances with one encoder pass and one greedy decode over the batch.
-
-        Gives the same text as `transcribe` for each utterance: the features are cut and padded to
-        whisper's 30 s window exactly as faster-whisper does, and the prompt, suppressed tokens and
-        silence check are the same. A multilingual model with no language set detects each one's
-        language from the same encoder pass (`transcribe` encodes the window again with its last
-        10 ms frame, so only a borderline detection could differ). Utterances longer than one
-        window, which faster-whisper decodes window by window, go through `transcribe` alone.
-        """
-        samples = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
-        results: list[Transcript | None] = [None] * len(samples)
-        window = self._model.feature_extractor.nb_max_frames
-        batch: list[int] = []
-        features: list[np.ndarray] = []
-        for index, utterance in enumerate(samples):
-            seconds = utterance.size / ASR_SAMPLE_RATE
-            mel = self._model.feature_extractor(utterance) if utterance.size else None
-            content_frames = 0 if mel is None else mel.shape[-1] - 1  # faster-whisper leaves out the last frame
-            if mel is None or content_frames <= 0:  # (almost) no audio: faster-whisper decodes nothing either
-                results[index] = Transcript(text="", language=self._language or "en", audio_seconds=seconds)
-            elif content_frames > window:
-                results[index] = self.transcribe(utterance)
-            else:
-                padded = np.zeros((mel.shape[0], window), dtype=np.float32)
-                padded[:, :content_frames] = mel[:, :content_frames]
-                batch.append(index)
-                features.append(padded)
-        if batch:
-            decoded = self._decode_windows(np.stack(features))
-            for index, (text, language) in zip(batch, decoded, strict=True):
-                seconds = samples[index].size / ASR_SAMPLE_RATE
-                results[index] = Transcript(text=text, language=language, audio_seconds=seconds)
-        return [result for result in results if result is not None]
-
-    def _decode_windows(self, features: np.ndarray) -> list[tuple[str, str]]:
-        """Greedy decode of a [batch, mels, 3000] feature stack: (text, language) per window."""
+    def _decode_windows(self, features: np.ndarray, max_tokens: int | None) -> list[tuple[str, str, bool]]:
+        """Greedy decode of a [batch, mels, frames] feature stack: (text, language, stopped at
+        max_tokens) per window. `max_tokens=None`: up to the model's length limit."""
         model = self._model
         encoded = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
         if self._language is not None:
@@ -129,11 +168,13 @@ class WhisperTranscriber:
             }
         )
         prompts = [[*tokenizers[language].sot_sequence, tokenizer.no_timestamps] for language in languages]
+        prompt_length = len(prompts[0])
+        max_length = model.max_length if max_tokens is None else min(model.max_length, prompt_length + max_tokens)
         outputs = model.model.generate(
             encoded,
             prompts,
             beam_size=1,
-            max_length=model.max_length,
+            max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -146,5 +187,32 @@ class WhisperTranscriber:
             # faster-whisper's average log-probability, used with no_speech_prob to skip silence.
             average_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
             silent = output.no_speech_prob > _NO_SPEECH_THRESHOLD and average_logprob <= _LOG_PROB_THRESHOLD
-            decoded.append(("" if silent else tokenizer.decode(tokens).strip(), language))
+            capped = max_tokens is not None and len(tokens) >= max_tokens
+            decoded.append(("" if silent else tokenizer.decode(tokens).strip(), language, capped))
         return decoded
+
+
+def _padded(mels: list[np.ndarray], frames: int) -> np.ndarray:
+    """Stack mel spectrograms into a [batch, mels, frames] array, zero-padded as faster-whisper pads."""
+    stacked = np.zeros((len(mels), mels[0].shape[0], frames), dtype=np.float32)
+    for row, mel in zip(stacked, mels, strict=True):
+        row[:, : mel.shape[-1]] = mel[:, :frames]
+    return stacked
+
+
+def _token_cap(mels: list[np.ndarray]) -> int:
+    seconds = max(mel.shape[-1] for mel in mels) / _FRAMES_PER_SECOND
+    return _MIN_TOKEN_ALLOWANCE + int(seconds * _MAX_TOKENS_PER_SECOND)
+
+
+def _looping(text: str) -> bool:
+    """Whether a decode looks stuck in a loop: a phrase of 2+ words said twice in a row, or
+    faster-whisper's compression-ratio test. A false alarm only costs a full-window decode."""
+    if not text:
+        return False
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    for size in range(2, len(words) // 2 + 1):
+        for start in range(len(words) - 2 * size + 1):
+            if words[start : start + size] == words[start + size : start + 2 * size]:
+                return True
+    return get_compression_ratio(text) > _COMPRESSION_RATIO_THRESHOLD
