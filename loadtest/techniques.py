@@ -22,14 +22,31 @@ from typing import Any
 from loadtest.__main__ import main as loadtest_main
 from loadtest.server_process import REPO, server_process
 
-OFF = ["--no-early-first-clause", "--no-llm-prefix-cache", "--no-speculative", "--no-fillers"]
+# The flags that turn each technique off, in the order the steps turn them back on.
+OFF = [
+    ["--no-early-first-clause"],
+    ["--no-llm-prefix-cache"],
+    ["--no-speculative"],
+    ["--no-fillers"],
+    ["--asr-window-s", "30"],
+    ["--end-silence-finished-ms", "0"],
+]
+
+
+def _all_but_first(count: int) -> list[str]:
+    """Server flags with the first `count` techniques on and the rest off."""
+    return [flag for flags in OFF[count:] for flag in flags]
+
+
 # name -> (what it adds, server flags); each step turns one more technique on
 STEPS: dict[str, tuple[str, list[str]]] = {
-    "streaming": ("streamed LLM -> clause -> TTS pipeline, nothing else", OFF),
-    "early_clause": ("+ first clause spoken as soon as sayable", OFF[1:]),
-    "prefix_cache": ("+ persona prompt KV cache", OFF[2:]),
-    "speculative": ("+ ASR/LLM/TTS started during the endpointing pause", OFF[3:]),
-    "all": ("+ filler line when late (all techniques, the default)", []),
+    "streaming": ("streamed LLM -> clause -> TTS pipeline, nothing else", _all_but_first(0)),
+    "early_clause": ("+ first clause spoken as soon as sayable", _all_but_first(1)),
+    "prefix_cache": ("+ persona prompt KV cache", _all_but_first(2)),
+    "speculative": ("+ ASR/LLM/TTS started during the endpointing pause", _all_but_first(3)),
+    "fillers": ("+ filler line when late", _all_but_first(4)),
+    "asr_window": ("+ whisper encodes a 10 s window, not 30 s", _all_but_first(5)),
+    "all": ("+ a finished sentence ends the turn after 250 ms of silence, not 500 (all techniques, the default)", []),
     "end_silence_400": ("all, with a 400 ms end-of-turn silence (adaptive, up to 640 ms) instead of 500",
                         ["--end-silence-ms", "400", "--adaptive-end-silence"]),
     "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),
@@ -64,8 +81,8 @@ def run_naive(repeats: int) -> dict[str, Any]:
     from loadtest.corpus import load_utterances
     from npcserver.config import load_settings
 
-    # naive: no prompt cache either (the chain as one would first write it)
-    settings = load_settings({"voices": str(REPO / "voices"), "llm_prefix_cache": False})
+    # naive: no prompt cache and whisper's full window either (the chain as one would first write it)
+    settings = load_settings({"voices": str(REPO / "voices"), "llm_prefix_cache": False, "asr_window_s": 30.0})
     result = run_baseline(settings, load_utterances(), repeats=repeats, log=lambda line: None)
     v2v = result["voice_to_voice_ms"]
     return {"turns": v2v.get("count"), "errors": 0, "v2v_p50": v2v.get("p50_ms"), "v2v_p95": v2v.get("p95_ms")}

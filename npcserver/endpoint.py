@@ -187,6 +187,9 @@ class Endpointer:
     `trailing_ms` of silence has been seen, so its `utterance_so_far` is identical to the utterance
     the turn will end with unless speech resumes: a speculative transcription of it can be committed.
 
+    `end_pause_early()` lets one pause end the turn sooner: the session calls it when the pause's
+    speculative transcript reads as a finished sentence.
+
     Adaptive end silence (`adaptive=True`): some players pause long between phrases and get cut off.
     The endpointer remembers the player's last 20 pauses that did not end a turn (silences that
     speech resumed after, plus a new turn starting within `end_silence_ms * 1.6` of a silence-ended
@@ -260,6 +263,22 @@ class Endpointer:
     def recent_pauses_ms(self) -> tuple[float, ...]:
         return tuple(self._pauses_ms)
 
+    @property
+    def paused_at(self) -> int | None:
+        """Where the current pause began (its `SpeechPaused.at_sample`), or None when not paused."""
+        return self._silence_start if self._phase == "pause" and self._pause_announced else None
+
+    def end_pause_early(self, after_silence_ms: float) -> None:
+        """Let the current pause end the turn after `after_silence_ms` of silence instead of the full
+        end silence (the caller knows more, e.g. the pause's transcript reads as a finished sentence).
+
+        The turn then ends from the next frame `feed()` classifies once that much silence has passed
+        (at once, if it has already), unless speech resumes first. Only ever shortens the wait.
+        """
+        if self.paused_at is not None:
+            wanted = max(_ms_to_samples(after_silence_ms), self.trailing_samples)
+            self._pause_end_samples = min(self._end_silence_samples, wanted)
+
     # --- feeding
     def feed(self, samples: np.ndarray) -> list[EndpointEvent]:
         """Feed 16 kHz mono float samples in [-1, 1] (any count); returns the events they caused, in order.
@@ -325,6 +344,7 @@ class Endpointer:
         self._speech_start = 0
         self._silence_start = 0
         self._pause_announced = False
+        self._pause_end_samples: int | None = None  # this pause ends the turn sooner (end_pause_early)
         self._last_silence_turn_end: int | None = None
 
     def _keep_audio(self, frame: np.ndarray) -> None:
@@ -382,6 +402,7 @@ class Endpointer:
         elif self._phase == "pause" and probability >= self.threshold:
             self._remember_pause(frame_start - self._silence_start)
             self._phase = "speech"
+            self._pause_end_samples = None
             if self._pause_announced:
                 events.append(SpeechResumed(at_sample=frame_start))
             return
@@ -392,7 +413,7 @@ class Endpointer:
                 self._pause_announced = True
                 utterance = self._slice(self._utterance_start(), self._silence_start + self.trailing_samples)
                 events.append(SpeechPaused(at_sample=self._silence_start, utterance_so_far=utterance))
-            if silence >= self._end_silence_samples:
+            if silence >= (self._pause_end_samples or self._end_silence_samples):
                 self._last_silence_turn_end = self._silence_start
                 self._finish_turn(self._silence_start, self._silence_start + self.trailing_samples, "silence", events)
             elif frame_end - self._speech_start >= self.max_utterance_samples:
@@ -437,6 +458,7 @@ class Endpointer:
         self._floor = end
         self._phase = "idle"
         self._pause_announced = False
+        self._pause_end_samples = None
         keep_from = max(self._audio_end - self.pre_roll_samples - FRAME_SAMPLES, self._audio_start)
         if self._audio:
             tail = self._slice(keep_from, self._audio_end)

@@ -196,6 +196,7 @@ class TurnRequest:
     text: str | None = None
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
     fixed_reply: Callable[[str], str | None] | None = None  # player text -> a line to say instead of asking the LLM
+    on_transcript: Callable[[str], None] | None = None  # told the player's words as soon as ASR has them
 
 
 @dataclass
@@ -304,6 +305,8 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
         transcript = await runner.transcribe(request.audio)
         timings["asr_ms"] = _ms(time.perf_counter() - asr_started)
         result.player_text = transcript.text.strip()
+        if request.on_transcript is not None:
+            request.on_transcript(result.player_text)
         await out.send(TranscriptMessage(request.turn, result.player_text, final=True))
         if request.resume_text and is_backchannel(result.player_text):
             # the player only coughed or said "uh-huh" over the NPC: say the cut-off part again

@@ -8,6 +8,8 @@ Latency tricks live here because they are about *when* to start work:
 - speculation: when the player pauses, the whole turn (ASR, LLM, TTS) starts at once with its output
   held back; if the pause becomes the end of the turn it is committed (its audio may be ready
   already), if the player speaks again it is cancelled;
+- finished sentences end sooner: when the speculative transcript reads as a finished sentence, the
+  pause needs only `end_silence_finished_ms` of silence to end the turn;
 - fillers: when no reply audio has left by the persona's latency budget, a cached filler line plays.
 """
 
@@ -49,6 +51,7 @@ from npcserver.protocol import (
     TurnEnd,
     parse_client_message,
 )
+from npcserver.text import sounds_finished
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,7 @@ class Session:
         self._active: Turn | None = None  # the NPC turn the player hears (or is about to)
         self._speculative: Turn | None = None  # started at a pause, output held until the turn is confirmed
         self._endpointer: Endpointer | None = None
+        self._push_to_talk = False
         self._resampler: soxr.ResampleStream | None = None
         self.input_rate = 0  # the client's audio sample rate, once started
         self._clock = ArrivalClock()
@@ -195,6 +199,7 @@ class Session:
         self.player = message.player
         self.context = dict(message.context)
         self._endpointer = self.services.new_endpointer(message.push_to_talk)
+        self._push_to_talk = message.push_to_talk
         rate = self.input_rate = message.audio.sample_rate
         if rate != ASR_SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(rate, ASR_SAMPLE_RATE, 1, dtype="float32")
@@ -247,13 +252,16 @@ class Session:
 
     async def _on_turn_ended(self, ended: TurnEnded) -> None:
         speech_end = self._clock.wall_time(ended.speech_end_sample)
-        endpoint_ms = round((time.perf_counter() - speech_end) * 1000.0, 1)
+        timings = {
+            "endpoint_ms": round((time.perf_counter() - speech_end) * 1000.0, 1),  # wall time
+            "end_silence_ms": round(ended.endpoint_delay_ms, 1),  # the silence in the stream that ended it
+        }
         speculative = self._speculative
         if speculative is not None and speculative.speech_end_sample == ended.speech_end_sample:
             self._speculative = None
-            await self._commit(speculative, speech_end, endpoint_ms)
+            await self._commit(speculative, speech_end, timings)
             return
-        await self._begin_turn(audio=ended.utterance, started_at=speech_end, timings={"endpoint_ms": endpoint_ms})
+        await self._begin_turn(audio=ended.utterance, started_at=speech_end, timings=timings)
 
     # ------------------------------------------------------------------ turns
 
@@ -306,19 +314,34 @@ class Session:
         number = self.turn + 1
         turn = self._new_turn(number, self._clock.wall_time(paused.at_sample), held=True)
         turn.speech_end_sample = paused.at_sample
-        turn.task = asyncio.create_task(self._run_turn(turn, self._request(number, audio=paused.utterance_so_far)))
+        request = self._request(number, audio=paused.utterance_so_far)
+        request.on_transcript = lambda text: self._speculation_heard(turn, text)
+        turn.task = asyncio.create_task(self._run_turn(turn, request))
         self._speculative = turn
+
+    def _speculation_heard(self, turn: Turn, text: str) -> None:
+        """A pause's transcript is in: if it reads as a finished sentence, a shorter silence ends the turn.
+
+        A player who only paused mid-thought and goes on is then answered too soon, and cuts the NPC
+        off by speaking (barge-in): the price of answering finished questions ~250 ms sooner.
+        """
+        wait_ms = self.settings.end_silence_finished_ms
+        endpointer = self._endpointer
+        if not wait_ms or self._push_to_talk or endpointer is None or self._speculative is not turn:
+            return
+        if endpointer.paused_at == turn.speech_end_sample and sounds_finished(text):
+            endpointer.end_pause_early(wait_ms)
 
     async def _drop_speculation(self) -> None:
         turn, self._speculative = self._speculative, None
         if turn is not None:
             await turn.stopped()
 
-    async def _commit(self, turn: Turn, speech_end: float, endpoint_ms: float) -> None:
+    async def _commit(self, turn: Turn, speech_end: float, endpoint_timings: dict[str, float]) -> None:
         await self.interrupt()
         self.turn = turn.number
         self._cut_off = None
-        turn.result.timings["endpoint_ms"] = endpoint_ms
+        turn.result.timings.update(endpoint_timings)
         self._active = turn
         self.state = SessionState.RESPONDING
         assert turn.task is not None

@@ -508,3 +508,21 @@ def is_backchannel(transcript: str) -> bool:
     """True when a transcript holds no request of its own: nothing, noise markers or "uh-huh"-like words."""
     words = re.findall(r"[a-z]+(?:-[a-z]+)?", _NON_SPEECH.sub(" ", transcript.lower()))
     return all(word in BACKCHANNEL_WORDS for word in words)
+
+
+# Words a sentence goes on from: a transcript ending in one was cut mid-thought, whatever its punctuation.
+CONTINUATION_WORDS = frozenset(
+    ["and", "but", "or", "nor", "so", "because", "if", "then", "than", "that", "which", "who", "whose", "where", "when", "while", "the", "a", "an", "to", "of", "for", "from", "with", "without", "about", "into", "at", "by", "on", "in", "my", "your", "his", "her", "its", "our", "their", "this", "these", "those", "is", "are", "was", "were", "um", "uh", "er", "erm", "like"]
+)
+
+
+def sounds_finished(transcript: str) -> bool:
+    """Whether a transcript reads as a finished turn: whisper closed it with . ? or ! (not "..."),
+    it has a word that is not only a backchannel, and its last word is not one a sentence goes on from."""
+    text = _NON_SPEECH.sub(" ", transcript).strip().rstrip(CLOSERS).rstrip()
+    if not text or text[-1] not in "?!." or text.endswith(("...", "…")):
+        return False
+    words = re.findall(r"[a-z']+", text.lower())
+    if not words or words[-1] in CONTINUATION_WORDS:
+        return False
+    return not is_backchannel(text)

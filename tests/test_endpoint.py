@@ -130,6 +130,41 @@ def test_a_mid_sentence_pause_pauses_and_resumes_without_ending_the_turn() -> No
     assert np.abs(ended.utterance[first_phrase_in_utterance : first_phrase_in_utterance + 800 * MS]).max() > 0.05
 
 
+def test_a_pause_can_be_told_to_end_the_turn_sooner() -> None:
+    endpointer = Endpointer(FakeVad(), end_silence_ms=500)
+    assert endpointer.paused_at is None
+    events = endpointer.feed(np.concatenate([silence(320), tone(800), silence(160)]))
+    paused = of_type(events, SpeechPaused)[0]
+    assert endpointer.paused_at == paused.at_sample
+
+    endpointer.end_pause_early(250)
+    assert endpointer.feed(silence(32)) == []  # ~190 ms of silence so far
+    ended = of_type(endpointer.feed(silence(96)), TurnEnded)[0]
+    assert 250 <= ended.endpoint_delay_ms < 250 + 32
+    assert ended.speech_end_sample == paused.at_sample
+    assert endpointer.paused_at is None
+
+
+def test_a_pause_told_to_end_after_its_silence_already_passed_ends_at_the_next_frame() -> None:
+    endpointer = Endpointer(FakeVad(), end_silence_ms=500)
+    endpointer.feed(np.concatenate([silence(320), tone(800), silence(400)]))
+    endpointer.end_pause_early(250)
+    assert of_type(endpointer.feed(silence(32)), TurnEnded)
+
+
+def test_ending_a_pause_sooner_lasts_one_pause_and_never_lengthens_it() -> None:
+    endpointer = Endpointer(FakeVad(), end_silence_ms=500)
+    endpointer.feed(np.concatenate([silence(320), tone(800), silence(160)]))
+    endpointer.end_pause_early(250)
+    events = endpointer.feed(np.concatenate([tone(600), silence(400)]))  # the player went on: forgotten
+    assert of_type(events, SpeechResumed) and not of_type(events, TurnEnded)
+    endpointer.end_pause_early(2000)  # asks for more than the end silence: the end silence stands
+    ended = of_type(endpointer.feed(silence(200)), TurnEnded)[0]
+    assert 500 <= ended.endpoint_delay_ms < 500 + 32
+    endpointer.end_pause_early(100)  # not in a pause: nothing to end
+    assert endpointer.paused_at is None and endpointer.feed(silence(200)) == []
+
+
 def test_events_do_not_depend_on_chunk_sizes() -> None:
     audio = np.concatenate([silence(250), tone(700), silence(300), tone(90), silence(700), tone(1200), silence(900)])
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
+from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel, sounds_finished
 
 
 def split_whole(text: str, **options: int) -> list[str]:
@@ -354,3 +354,26 @@ def test_without_the_early_first_chunk_the_first_clause_waits_for_the_sentence_e
     early, late = ClauseSplitter(), ClauseSplitter(early_first_chunk=False)
     assert [*early.push(text), *early.flush()][0] == "Aye, that I can,"
     assert [*late.push(text), *late.flush()][0] == "Aye, that I can, but not today."
+
+
+@pytest.mark.parametrize(
+    ("transcript", "finished"),
+    [
+        ("How much for a steel sword?", True),
+        ("Can you repair my shield by tomorrow.", True),
+        ("Hello there!", True),
+        ('"Yes, please."', True),
+        ("Can you repair my shield by tomorrow", False),  # no closing mark
+        ("I want the...", False),
+        ("I need a sword and.", False),  # whisper put a full stop after a word a sentence goes on from
+        ("I am looking for the", False),
+        ("Um.", False),
+        ("Okay.", False),  # a backchannel: the usual end silence decides
+        ("[BLANK_AUDIO]", False),
+        ("", False),
+    ],
+)
+def test_a_transcript_sounds_finished_when_whisper_closed_it_on_a_word_that_ends_sentences(
+    transcript: str, finished: bool
+) -> None:
+    assert sounds_finished(transcript) is finished

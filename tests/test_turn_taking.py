@@ -194,6 +194,42 @@ async def test_push_to_talk_waits_for_the_key_not_for_silence(transcriber: FakeT
     assert [m["turn"] for m in talk.messages if m["type"] == "transcript"] == [1]
 
 
+async def _end_silence_after(transcript: str, push_to_talk: bool = False, **settings: object) -> dict:
+    """Speak, then keep the mic open at real-time pace: the silence that ended the turn, as turn_end says."""
+    transcriber = FakeTranscriber()
+    transcriber.scripted = [transcript]
+    async for server in _serve(Backends(transcriber, FakeDialogue(), FakeSynthesizer()), **settings):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start(push_to_talk=push_to_talk)
+            await talk.send_audio(tone(1.0))
+            for _ in range(40):  # 800 ms of open mic, 20 ms a frame
+                await talk.send_audio(silence(0.02))
+                await asyncio.sleep(0.02)
+            if push_to_talk:
+                await talk.send_json(type="end_of_turn")
+            end = await talk.until("turn_end")
+    return end
+
+
+async def test_a_finished_sentence_ends_the_turn_after_a_shorter_silence() -> None:
+    end = await _end_silence_after("How much for a steel sword?")
+    assert end["speculative"] is True
+    assert 250 <= end["timings"]["end_silence_ms"] < 450
+
+
+async def test_an_unfinished_sentence_waits_the_whole_end_silence() -> None:
+    end = await _end_silence_after("How much for a steel")
+    assert end["timings"]["end_silence_ms"] >= 500
+
+
+async def test_the_shorter_silence_can_be_turned_off_and_never_applies_to_push_to_talk() -> None:
+    end = await _end_silence_after("How much for a steel sword?", end_silence_finished_ms=0)
+    assert end["timings"]["end_silence_ms"] >= 500
+    end = await _end_silence_after("How much for a steel sword?", push_to_talk=True)
+    assert "end_silence_ms" not in end["timings"] or end["timings"]["end_silence_ms"] >= 500
+
+
 @pytest.mark.parametrize("interleave", [True, False])
 async def test_a_long_reply_does_not_hold_other_players_first_words(interleave: bool) -> None:
     slow = FakeDialogue(token_delay_s=0.05, reply=" ".join(["Word."] * 40))
