@@ -183,7 +183,8 @@ class Endpointer:
     `SpeechResumed` and the silence count starts over. A turn is cut at `max_utterance_s`.
 
     The utterance handed on starts `pre_roll_ms` before the detected speech start (word onsets are
-    soft) and ends `trailing_ms` after the detected speech end. `SpeechPaused` is emitted once
+    soft) and ends `trailing_ms` after the detected speech end (Silero's probability falls ~50 ms after
+    the true end, so one more frame already holds the last sound; a longer tail only delays speculation). `SpeechPaused` is emitted once
     `trailing_ms` of silence has been seen, so its `utterance_so_far` is identical to the utterance
     the turn will end with unless speech resumes: a speculative transcription of it can be committed.
 
@@ -215,7 +216,7 @@ class Endpointer:
         pre_roll_ms: float = 300,
         max_utterance_s: float = 30,
         *,
-        trailing_ms: float = 96,
+        trailing_ms: float = 32,
         adaptive: bool = False,
     ) -> None:
         if not 0.0 < threshold < 1.0:
