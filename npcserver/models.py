@@ -328,8 +328,9 @@ def load_real_backends(settings: Settings) -> Backends:
     import numpy as np
 
     from npcserver.backends import Backends
-    from npcserver.backends.base import ChatMessage, GenerationOptions, Transcriber, VoiceSettings
+    from npcserver.backends.base import ChatMessage, DialogueModel, GenerationOptions, Transcriber, VoiceSettings
     from npcserver.backends.batched_asr import BatchingTranscriber, batching_wanted
+    from npcserver.backends.batched_llm import BatchedDialogue
     from npcserver.backends.piper_tts import PiperSynthesizer
     from npcserver.backends.transformers_llm import TransformersDialogue
     from npcserver.backends.whisper_asr import WhisperTranscriber
@@ -374,6 +375,10 @@ def load_real_backends(settings: Settings) -> Backends:
         [ChatMessage("user", "Hello")], GenerationOptions(max_new_tokens=1, temperature=0.0), lambda: False
     ):
         pass
+    llm: DialogueModel = dialogue
+    if settings.llm_batching:
+        llm = BatchedDialogue(dialogue, max_batch=settings.llm_batch_max)
+        log.info("LLM batching on: up to %d replies per forward pass", settings.llm_batch_max)
     log.info("LLM %s loaded and warmed in %.2f s", settings.llm_model, time.monotonic() - start)
 
     start = time.monotonic()
@@ -382,4 +387,4 @@ def load_real_backends(settings: Settings) -> Backends:
     )
     synthesizer.synthesize("Hello.", VoiceSettings(model=str(default_voice)))
     log.info("TTS %s loaded and warmed in %.2f s", settings.tts_voice, time.monotonic() - start)
-    return Backends(asr, dialogue, synthesizer)
+    return Backends(asr, llm, synthesizer)

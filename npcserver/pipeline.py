@@ -55,9 +55,14 @@ class ModelRunner:
         self.backends = backends
         self.interleave_llm = interleave_llm
         self.sample_rate = backends.synthesizer.sample_rate
-        # One worker per model is also its lock. A batching transcriber is its own lock and wants
-        # several callers waiting at once, or no batch could ever form.
-        workers = {"asr": getattr(backends.transcriber, "max_concurrent_calls", 1), "llm": 1, "tts": 1}
+        # One worker per model is also its lock. A batching transcriber or dialogue model is its own
+        # lock and wants several callers waiting at once, or no batch could ever form.
+        workers = {
+            "asr": getattr(backends.transcriber, "max_concurrent_calls", 1),
+            "llm": getattr(backends.dialogue, "max_concurrent_calls", 1),
+            "tts": 1,
+        }
+        self._llm_batches = workers["llm"] > 1
         self._executors = {
             stage: ThreadPoolExecutor(max_workers=count, thread_name_prefix=stage) for stage, count in workers.items()
         }
@@ -95,7 +100,7 @@ class ModelRunner:
     async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncGenerator[str]:
         """Yield reply pieces as the model writes them; leaving the loop early stops the model."""
         stop = threading.Event()
-        if not self.interleave_llm:
+        if self._llm_batches or not self.interleave_llm:  # a batching model interleaves replies itself
             async for piece in self._stream_whole_reply(messages, options, stop):
                 yield piece
             return
@@ -164,9 +169,10 @@ class ModelRunner:
     def close(self) -> None:
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
-        close_transcriber = getattr(self.backends.transcriber, "close", None)
-        if close_transcriber is not None:  # a batching transcriber's worker thread
-            close_transcriber(wait=False)
+        for model in (self.backends.transcriber, self.backends.dialogue):
+            close_model = getattr(model, "close", None)
+            if close_model is not None:  # a batching model's worker thread
+                close_model(wait=False)
 
 
 def _log_prefill_failure(future: Future[None]) -> None:

@@ -183,43 +183,31 @@ class TransformersDialogue:
         """Like `generate`, with each token id beside the text it completed (often '')."""
         if self._device.type == "cpu":
             torch.set_num_threads(self._threads)  # cheap; the setting is per process but set lazily per thread
-        prompt = self.prompt_ids(messages)
-        processors = self._processors(options)
-        generator = torch.Generator(device="cpu")
-        if options.seed is not None:
-            generator.manual_seed(options.seed)
-        else:
-            generator.seed()
-
-        cache, reused = self._prefix_cache.take(prompt)
-        if cache is None:
-            cache = DynamicCache()
-        fed: list[int] = prompt[:reused]  # token ids whose keys and values are in `cache`
-        pending = prompt[reused:]  # token ids to feed next
-        generated: list[int] = []
-        emitted = ""
+        reply = self.start_reply(messages, options)
         try:
-            while len(generated) < options.max_new_tokens and not should_stop():
+            while not reply.exhausted and not should_stop():
                 with torch.inference_mode():
-                    inputs = torch.tensor([pending], dtype=torch.long, device=self._device)
-                    output = self._model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1)
-                    fed.extend(pending)
-                    scores = output.logits[:, -1, :].float()
-                    # the repetition penalty looks at the reply only: over the ~350-token persona prompt it
-                    # pushed down common words ("I", "a") and the NPC stopped naming itself
-                    token = self._choose(generated, scores, processors, options, generator)
-                if token in self._end_ids:
+                    inputs = torch.tensor([reply.pending], dtype=torch.long, device=self._device)
+                    output = self._model(input_ids=inputs, cache=reply.cache, use_cache=True, logits_to_keep=1)
+                    reply.fed.extend(reply.pending)
+                    token = reply.choose(output.logits[:, -1, :].float())
+                piece = reply.accept(token)
+                if piece is None:
                     break
-                generated.append(token)
-                pending = [token]
-                text = str(self.tokenizer.decode(generated, skip_special_tokens=True))
-                piece = ""
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    piece, emitted = text[len(emitted) :], text
                 yield token, piece
         finally:
-            if cache.get_seq_length() == len(fed):
-                self._prefix_cache.keep(tuple(fed), cache)
+            self.keep_prefix(reply.fed, reply.cache)
+
+    def start_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> Reply:
+        """A reply to `messages`, its KV cache primed from the longest cached prefix of its prompt."""
+        prompt = self.prompt_ids(messages)
+        cache, reused = self._prefix_cache.take(prompt)
+        return Reply(self, prompt, reused, cache if cache is not None else DynamicCache(), options)
+
+    def keep_prefix(self, fed: list[int], cache: DynamicCache) -> None:
+        """Offer a reply's KV state to the prefix cache (it holds exactly the keys of `fed`)."""
+        if cache.get_seq_length() == len(fed):
+            self._prefix_cache.keep(tuple(fed), cache)
 
     def _processors(self, options: GenerationOptions) -> LogitsProcessorList:
         processors = LogitsProcessorList()
@@ -231,22 +219,72 @@ class TransformersDialogue:
                 processors.append(TopPLogitsWarper(options.top_p))
         return processors
 
-    def _choose(
-        self,
-        reply_ids: list[int],
-        scores: torch.Tensor,
-        processors: LogitsProcessorList,
-        options: GenerationOptions,
-        generator: torch.Generator,
-    ) -> int:
-        ids = cast(torch.LongTensor, torch.tensor([reply_ids], dtype=torch.long, device=scores.device))
-        scores = processors(ids, scores)
-        if options.temperature <= 0:
-            return int(scores.argmax(dim=-1).item())
-        probs = torch.softmax(scores, dim=-1).cpu()
-        return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def threads(self) -> int:
+        return self._threads
 
     @property
     def cached_prefixes(self) -> int:
         """How many KV prefixes are held (for tests and metrics)."""
         return len(self._prefix_cache)
+
+
+class Reply:
+    """One reply being written: its KV cache, the tokens fed so far and its own sampling state.
+
+    The caller runs the model: it feeds `pending` (the prompt's uncached part, then each new token),
+    appends it to `fed`, and hands the next-token scores to `choose`, then the token to `accept`.
+    """
+
+    def __init__(
+        self, dialogue: TransformersDialogue, prompt: list[int], reused: int, cache: DynamicCache, options: GenerationOptions
+    ) -> None:
+        self._dialogue = dialogue
+        self.options = options
+        self.cache = cache
+        self.fed: list[int] = prompt[:reused]  # token ids whose keys and values are in `cache`
+        self.pending: list[int] = prompt[reused:]  # token ids to feed next
+        self.generated: list[int] = []
+        self._emitted = ""
+        self._processors = dialogue._processors(options)
+        self._generator = torch.Generator(device="cpu")
+        if options.seed is not None:
+            self._generator.manual_seed(options.seed)
+        else:
+            self._generator.seed()
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self.generated) >= self.options.max_new_tokens
+
+    def choose(self, scores: torch.Tensor) -> int:
+        """The next token from this reply's [1, vocab] scores (greedy at temperature 0, else sampled)."""
+        # the repetition penalty looks at the reply only: over the ~350-token persona prompt it
+        # pushed down common words ("I", "a") and the NPC stopped naming itself
+        ids = cast(torch.LongTensor, torch.tensor([self.generated], dtype=torch.long, device=scores.device))
+        scores = self._processors(ids, scores)
+        if self.options.temperature <= 0:
+            return int(scores.argmax(dim=-1).item())
+        probs = torch.softmax(scores, dim=-1).cpu()
+        return int(torch.multinomial(probs, num_samples=1, generator=self._generator).item())
+
+    def accept(self, token: int) -> str | None:
+        """Take the chosen token: the text it completes ('' while a character is incomplete), or
+        None when it ends the reply."""
+        if token in self._dialogue._end_ids:
+            return None
+        self.generated.append(token)
+        self.pending = [token]
+        text = str(self._dialogue.tokenizer.decode(self.generated, skip_special_tokens=True))
+        if text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            return ""
+        piece, self._emitted = text[len(self._emitted) :], text
+        return piece
