@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from npcserver.pipeline import ModelRunner
 
 log = logging.getLogger(__name__)
+FILLERS_NEEDED_AFTER_S = 1.0  # a new session's first turn is at least this far away: other players' speech goes first
 
 
 class FillerCache:
@@ -50,7 +52,9 @@ class FillerCache:
 
     async def _synthesize(self, persona: Any, key: tuple[str, str]) -> None:
         try:
-            self._keep(key, [await self._runner.synthesize(line, persona.voice) for line in persona.fillers])
+            # not needed before the player's first turn: players' replies go first
+            later = time.perf_counter() + FILLERS_NEEDED_AFTER_S
+            self._keep(key, [await self._runner.synthesize(line, persona.voice, later) for line in persona.fillers])
         except Exception as exc:  # noqa: BLE001 (fillers are a nicety: a failure must not hurt the session)
             log.warning("could not synthesize fillers for %s: %s", persona.id, exc)
 

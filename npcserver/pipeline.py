@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ import numpy as np
 from npcserver.backends import Backends
 from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
 from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage
+from npcserver.scheduling import DeadlineExecutor
 from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,18 @@ class ModelRunner:
             "tts": 1,
         }
         self._llm_batches = workers["llm"] > 1
-        self._executors = {
-            stage: ThreadPoolExecutor(max_workers=count, thread_name_prefix=stage) for stage, count in workers.items()
+        self._executors: dict[str, Executor] = {
+            stage: ThreadPoolExecutor(max_workers=count, thread_name_prefix=stage)
+            for stage, count in workers.items()
+            if stage != "tts"
         }
+        # one voice for every session: the clause needed soonest goes first (see scheduling.py)
+        self._executors["tts"] = DeadlineExecutor("tts")
         self._load_lock = threading.Lock()  # several ASR workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
 
-    async def _call(self, stage: str, fn: Callable[[], T]) -> T:
+    async def _call(self, stage: str, fn: Callable[[], T], needed_by: float | None = None) -> T:
         load = self.load[stage]
 
         def timed() -> T:
@@ -84,8 +89,12 @@ class ModelRunner:
                     load.calls += 1
 
         load.pending += 1
+        executor = self._executors[stage]
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executors[stage], timed)
+            if isinstance(executor, DeadlineExecutor):
+                deadline = time.perf_counter() if needed_by is None else needed_by
+                return await asyncio.wrap_future(executor.submit_by(deadline, timed))
+            return await asyncio.get_running_loop().run_in_executor(executor, timed)
         except Exception as exc:
             raise ModelError(stage, exc) from exc
         finally:
@@ -94,8 +103,10 @@ class ModelRunner:
     async def transcribe(self, audio: np.ndarray) -> Transcript:
         return await self._call("asr", lambda: self.backends.transcriber.transcribe(audio))
 
-    async def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray:
-        return await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice))
+    async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> np.ndarray:
+        """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
+        calls: the one needed soonest is synthesized first."""
+        return await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice), needed_by)
 
     async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncGenerator[str]:
         """Yield reply pieces as the model writes them; leaving the loop early stops the model."""
@@ -387,13 +398,17 @@ async def _pass_on(
 async def _speak_clauses(
     runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
 ) -> None:
+    audio_runs_out: float | None = None  # when the audio sent so far will have played at the client
     while (clause := await clauses.get()) is not None:
         sayable = clean_for_speech(clause)
         if not sayable:
             continue
         tts_started = time.perf_counter()
-        audio = await runner.synthesize(sayable, request.voice)
+        # the first clause is needed now; a later one only when what was sent before has played
+        audio = await runner.synthesize(sayable, request.voice, needed_by=audio_runs_out or tts_started)
         if "tts_first_audio_ms" not in result.timings:
             result.timings["tts_first_audio_ms"] = _ms(time.perf_counter() - tts_started)
         await out.audio(audio)
         result.spoken_clauses.append(clause)
+        now = time.perf_counter()
+        audio_runs_out = max(now, audio_runs_out or now) + audio.size / runner.sample_rate
