@@ -46,7 +46,7 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "speculative": ("+ ASR/LLM/TTS started during the endpointing pause", _all_but_first(3)),
     "fillers": ("+ filler line when late", _all_but_first(4)),
     "asr_window": ("+ whisper encodes a 10 s window, not 30 s", _all_but_first(5)),
-    "all": ("+ a finished sentence ends the turn after 250 ms of silence, not 500 (all techniques, the default)", []),
+    "all": ("+ a finished sentence ends the turn after 300 ms of silence, not 500 (all techniques, the default)", []),
     "end_silence_400": ("all, with a 400 ms end-of-turn silence (adaptive, up to 640 ms) instead of 500",
                         ["--end-silence-ms", "400", "--adaptive-end-silence"]),
     "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),

@@ -323,7 +323,7 @@ class Session:
         """A pause's transcript is in: if it reads as a finished sentence, a shorter silence ends the turn.
 
         A player who only paused mid-thought and goes on is then answered too soon, and cuts the NPC
-        off by speaking (barge-in): the price of answering finished questions ~250 ms sooner.
+        off by speaking (barge-in): the price of answering finished questions ~200 ms sooner.
         """
         wait_ms = self.settings.end_silence_finished_ms
         endpointer = self._endpointer

@@ -215,7 +215,7 @@ async def _end_silence_after(transcript: str, push_to_talk: bool = False, **sett
 async def test_a_finished_sentence_ends_the_turn_after_a_shorter_silence() -> None:
     end = await _end_silence_after("How much for a steel sword?")
     assert end["speculative"] is True
-    assert 250 <= end["timings"]["end_silence_ms"] < 450
+    assert 300 <= end["timings"]["end_silence_ms"] < 450
 
 
 async def test_an_unfinished_sentence_waits_the_whole_end_silence() -> None:
