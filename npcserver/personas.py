@@ -123,7 +123,7 @@ class DialogueSpec(_Table):
         default=4,
         ge=0,
         le=20,
-        description="How many earlier player/NPC exchanges the model sees. More is slower; small models get confused past ~6.",
+        description="How many earlier player/NPC exchanges the model sees at most. The oldest are dropped half of them at a time (with 4 it sees 3 or 4), so the prompt's start, and its cached state, stays the same for several turns. More is slower; small models get confused past ~6.",
         examples=[4],
     )
 

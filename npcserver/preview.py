@@ -33,7 +33,7 @@ def _persona_or_explain(settings: Settings, npc: str) -> Persona | None:
 def reply_once(backends: Backends, persona: Persona, history: list[tuple[str, str]], context: dict[str, object],
                line: str, out=sys.stdout) -> tuple[str, dict[str, float]]:
     """Stream one reply to `out` as it is written; return it with its timings in ms."""
-    messages = build_messages(persona, history[-persona.history_turns:] if persona.history_turns else [], context, line)
+    messages = build_messages(persona, history, context, line)
     limiter = ReplyLimiter(persona.max_reply_words)
     started = time.perf_counter()
     first_token_ms = None

@@ -34,7 +34,7 @@ from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
-from npcserver.prompt import build_messages, deflection_for, persona_prefix
+from npcserver.prompt import build_messages, deflection_for, persona_prefix, remembered
 from npcserver.protocol import (
     AudioFormat,
     Context,
@@ -277,7 +277,7 @@ class Session:
 
     def _request(self, number: int, audio: np.ndarray | None = None, text: str | None = None) -> TurnRequest:
         persona = self._persona()
-        history = list(self.history[-persona.history_turns :]) if persona.history_turns else []
+        history = remembered(self.history, persona.history_turns)
         context = dict(self.context)
         return TurnRequest(
             turn=number,

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from npcserver.personas import ContextKey, Persona, load_persona_file
-from npcserver.prompt import MAX_PLAYER_CHARS, build_messages, clean_text, deflection_for, persona_prefix, quote_value
+from npcserver.prompt import (
+    MAX_PLAYER_CHARS,
+    build_messages,
+    clean_text,
+    deflection_for,
+    persona_prefix,
+    quote_value,
+    remembered,
+)
 
 VOICES = Path(__file__).resolve().parent.parent / "voices"
 
@@ -62,6 +70,17 @@ def test_history_is_cut_to_the_persona_history_turns_and_alternates() -> None:
     assert kept == [f"npc {i}" for i in range(10 - persona.history_turns, 10)]
     assert [m.role for m in tail] == ["user", "assistant"] * persona.history_turns + ["user"]
     assert tail[-1].content == "Now?"
+
+
+def test_old_exchanges_are_dropped_in_blocks_so_the_prompt_start_stays_put() -> None:
+    history = [(f"player {i}", f"npc {i}") for i in range(12)]
+    shown = {n: [npc for _player, npc in remembered(history[:n], 4)] for n in range(13)}
+    assert shown[3] == ["npc 0", "npc 1", "npc 2"] and shown[4] == ["npc 0", "npc 1", "npc 2", "npc 3"]
+    assert shown[5] == ["npc 2", "npc 3", "npc 4"]  # two dropped at once...
+    assert shown[6] == ["npc 2", "npc 3", "npc 4", "npc 5"]  # ...so the next turn's prompt starts the same
+    assert all(3 <= len(shown[n]) <= 4 for n in range(4, 13))
+    assert sum(shown[n][0] == shown[n + 1][0] for n in range(4, 12)) >= 4  # every other turn reuses the cached start
+    assert remembered(history, 0) == [] and remembered(history, 1) == history[-1:]
 
 
 def test_only_declared_context_keys_reach_the_prompt() -> None:
