@@ -56,7 +56,7 @@ class _LiveCollector(Collector):
                                 value=int(state.draining()))
         queue = GaugeMetricFamily("npcserver_model_queue_depth", "Model calls waiting or running, per stage.",
                                   labels=["stage"])
-        busy = CounterMetricFamily("npcserver_model_busy_seconds", "Time each model spent computing.", labels=["stage"])
+        busy = CounterMetricFamily("npcserver_model_busy_seconds", "Time spent in each model's calls (with batching, calls served together each count in full).", labels=["stage"])
         calls = CounterMetricFamily("npcserver_model_calls", "Calls each model completed.", labels=["stage"])
         for stage, load in state.model_load().items():
             queue.add_metric([stage], load.pending)

@@ -78,7 +78,6 @@ class BatchedDialogue:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._inner = inner
         self._max_batch = max_batch
-        self.tokenizer = inner.tokenizer
         # None on the queue is close()'s mark.
         self._queue: queue.SimpleQueue[_Job | _Prefill | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
