@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float, resample
+from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.backends.base import ChatMessage, GenerationOptions, VoiceSettings
 from npcserver.config import Settings
 from npcserver.models import EMBEDDED_VOICE, embedded_voice_path, prepare_models, resolve_asr_model, resolve_llm_model
@@ -129,16 +129,17 @@ def test_unknown_voice_is_a_clear_error(synthesizer) -> None:  # type: ignore[no
 # --------------------------------------------------------------------------- ASR
 
 
-def test_whisper_hears_what_piper_said(synthesizer) -> None:  # type: ignore[no-untyped-def]
+def test_whisper_hears_what_piper_said() -> None:
     from npcserver.backends.whisper_asr import WhisperTranscriber
 
     transcriber = WhisperTranscriber(resolve_asr_model("tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
-    speech = synthesizer.synthesize("The blacksmith sells iron swords and steel shields.", VoiceSettings())
-    audio = resample(pcm16_to_float(speech), synthesizer.sample_rate, ASR_SAMPLE_RATE)
+    # recorded once from Piper: its synthesis draws random noise, and tiny.en misheard a fresh take
+    # ("the blacks themselves ironed swords") about once in a few dozen runs
+    audio = _corpus_utterances()["dragon_rumor"]
 
     transcript = transcriber.transcribe(audio)
     words = transcript.text.lower()
-    for word in ("blacksmith", "iron", "swords", "steel", "shields"):
+    for word in ("heard", "news", "dragon", "mountains"):
         assert word in words
     assert transcript.language == "en"
     assert transcript.audio_seconds == pytest.approx(audio.size / ASR_SAMPLE_RATE)
