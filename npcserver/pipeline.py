@@ -168,14 +168,20 @@ class ModelRunner:
             if not task.done():
                 task.add_done_callback(_consume_result)
 
-    def prefill_once(self, key: object, messages: list[ChatMessage]) -> None:
-        """Let the LLM precompute a prompt prefix (a persona's) in the background, once per key."""
-        prefill = getattr(self.backends.dialogue, "prefill", None)
-        if prefill is None or key in self._prefilled:
-            return
-        self._prefilled.add(key)
-        future = self._executors["llm"].submit(prefill, messages)
-        future.add_done_callback(_log_prefill_failure)
+    def prefill(self, messages: list[ChatMessage], once_key: object = None) -> None:
+        """Let the LLM precompute the state of a prompt start (a persona's, or the next turn's) in the
+        background, so a turn that starts with it prefills only its new text. With `once_key`, only
+        the first call with that key does anything. A batching model does it only while it writes no reply."""
+        dialogue = self.backends.dialogue
+        if once_key is not None:
+            if once_key in self._prefilled:
+                return
+            self._prefilled.add(once_key)
+        if (when_idle := getattr(dialogue, "prefill_when_idle", None)) is not None:
+            when_idle(messages)
+        elif (prefill := getattr(dialogue, "prefill", None)) is not None:
+            future = self._executors["llm"].submit(prefill, messages)
+            future.add_done_callback(_log_prefill_failure)
 
     def close(self) -> None:
         for executor in self._executors.values():

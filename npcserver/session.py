@@ -207,7 +207,7 @@ class Session:
         out = AudioFormat("pcm_s16le", self.services.runner.sample_rate)
         await self.emit(Ready(self.id, NpcInfo(persona.id, persona.name), out))
         log.info("session %s started: npc=%s rate=%d", self.id, persona.id, rate)
-        self.services.runner.prefill_once((persona.id, persona.version), persona_prefix(persona))
+        self.services.runner.prefill(persona_prefix(persona), once_key=(persona.id, persona.version))
         if self.settings.fillers:
             self.services.fillers.warm(persona)
         if persona.greeting and message.greeting:
@@ -363,10 +363,20 @@ class Session:
         turn.cancel()  # its filler timer
         if turn.result.player_text:
             self.history.append((turn.result.player_text, turn.result.reply_text.strip()))
+            self._prefill_next_prompt()
         if self.state is SessionState.RESPONDING:
             self.state = SessionState.LISTENING
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s: turn task failed", self.id, exc_info=task.exception())
+
+    def _prefill_next_prompt(self) -> None:
+        """The next turn's prompt starts with the persona and the history as it is now: have the LLM
+        compute that while the player listens, so the next turn prefills only the player's new line
+        (~60 ms instead of ~250 ms when the history was just trimmed)."""
+        persona = self.services.personas.get(self.persona_id)
+        if persona is not None:
+            history = remembered(self.history, persona.history_turns)
+            self.services.runner.prefill(build_messages(persona, history, self.context, "")[:-1])
 
     def _start_filler_timer(self, turn: Turn) -> None:
         if not self.settings.fillers:

@@ -100,3 +100,16 @@ def test_a_closed_model_refuses_new_replies(alone: TransformersDialogue) -> None
     model.close()
     with pytest.raises(RuntimeError, match="closed"):
         list(model.generate(_prompt("Hello"), GREEDY, lambda: False))
+
+
+def test_an_idle_prefill_readies_the_next_prompt_without_blocking(alone: TransformersDialogue, batched: BatchedDialogue) -> None:
+    next_prompt_start = [*_prompt("Do you shoe horses?"), ChatMessage("assistant", "Aye, every morning.")]
+    batched.prefill_when_idle(next_prompt_start)  # returns at once; runs while no reply is written
+    follow_up = alone.prompt_ids([*next_prompt_start, ChatMessage("user", "How much?")])
+    start_ids = alone.prompt_ids(next_prompt_start, add_generation_prompt=False)
+    deadline = time.monotonic() + 20
+    reused = 0
+    while time.monotonic() < deadline and reused < len(start_ids):
+        time.sleep(0.05)
+        _cache, reused = alone._prefix_cache.take(follow_up)
+    assert reused >= len(start_ids)  # the next turn only prefills "How much?"

@@ -246,3 +246,35 @@ async def test_a_long_reply_does_not_hold_other_players_first_words(interleave: 
             await asyncio.gather(b_first_words, a_done)
     # interleaved, B hears its NPC while A's reply is still being written; otherwise only after it
     assert (b_first_words in done and a_done not in done) is interleave
+
+
+class FakePrefillingDialogue(FakeDialogue):
+    """A fake dialogue model that records the prompt starts it was asked to precompute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefilled: list[list] = []
+
+    def prefill(self, messages: list) -> None:
+        self.prefilled.append(list(messages))
+
+
+async def test_after_a_turn_the_next_prompt_start_is_prefilled_while_the_player_listens() -> None:
+    dialogue = FakePrefillingDialogue()
+    async for server in _serve(Backends(FakeTranscriber(), dialogue, FakeSynthesizer())):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_json(type="text", text="Do you shoe horses?")
+            await talk.until("turn_end")
+            for _ in range(100):  # the prefill is queued from the turn's done-callback
+                if len(dialogue.prefilled) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            await talk.send_json(type="text", text="How much?")
+            await talk.until("turn_end")
+    persona_start, next_start = dialogue.prefilled[0], dialogue.prefilled[1]
+    next_prompt = dialogue.prompts[-1]
+    assert next_prompt[: len(next_start)] == next_start  # the second turn's prompt starts with it...
+    assert len(next_start) > len(persona_start)  # ...and it holds the first exchange, not only the persona
+    assert next_start[-1].role == "assistant" and next_start[-2].content.endswith("Do you shoe horses?")

@@ -15,9 +15,10 @@ reply joins or leaves.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from npcserver.backends.base import ChatMessage, GenerationOptions
 from npcserver.backends.transformers_llm import Reply, TransformersDialogue
 
 _Piece = str | BaseException | None  # text, a failure, or the end of the reply
+log = logging.getLogger(__name__)
+_WAKE = object()  # queued to wake an idle worker for the idle prefills
+IDLE_PREFILLS_KEPT = 16
 
 
 @dataclass(eq=False)
@@ -78,12 +82,13 @@ class BatchedDialogue:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._inner = inner
         self._max_batch = max_batch
-        # None on the queue is close()'s mark.
-        self._queue: queue.SimpleQueue[_Job | _Prefill | None] = queue.SimpleQueue()
+        # None on the queue is close()'s mark; _WAKE only wakes an idle worker (idle prefills wait).
+        self._queue: queue.SimpleQueue[_Job | _Prefill | object | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._closed = False
         self._batch_sizes: Counter[int] = Counter()  # decoding steps by batch size (worker only)
+        self._idle_prefills: deque[list[ChatMessage]] = deque(maxlen=IDLE_PREFILLS_KEPT)
         # the batch: rows, their KV cache left-padded to the longest, and the mask over the padding
         self._rows: list[_Row] = []
         self._cache: DynamicCache | None = None
@@ -117,6 +122,13 @@ class BatchedDialogue:
         self._submit(job)
         job.done.result()
 
+    def prefill_when_idle(self, messages: list[ChatMessage]) -> None:
+        """Queue a prefill that runs only while no reply is being written, so it never slows one down;
+        returns at once. Only the latest few wait: an old one is dropped for a new one."""
+        with self._lock:
+            self._idle_prefills.append(messages)
+        self._submit(_WAKE)
+
     def close(self, wait: bool = True) -> None:
         """Finish the replies in flight, then stop the worker thread."""
         with self._lock:
@@ -133,7 +145,7 @@ class BatchedDialogue:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _submit(self, job: _Job | _Prefill) -> None:
+    def _submit(self, job: _Job | _Prefill | object) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the batched dialogue model is closed")
@@ -150,8 +162,14 @@ class BatchedDialogue:
             torch.set_num_threads(self._inner.threads)
         closing = False
         while not closing or self._rows:
-            waiting: list[_Job | _Prefill | None] = []
+            waiting: list[_Job | _Prefill | object | None] = []
             if not self._rows and not closing:
+                if self._queue.empty() and (idle_work := self._next_idle_prefill()) is not None:
+                    prefill = _Prefill(idle_work)
+                    self._run_prefill(prefill)
+                    if (failure := prefill.done.exception()) is not None:
+                        log.warning("background prefill failed: %s", failure)
+                    continue
                 waiting.append(self._queue.get())  # idle: sleep until there is work
             while len(self._rows) + len(waiting) < self._max_batch and not self._queue.empty():
                 waiting.append(self._queue.get_nowait())
@@ -159,6 +177,8 @@ class BatchedDialogue:
             for item in waiting:
                 if item is None:
                     closing = True
+                elif item is _WAKE:
+                    continue
                 elif isinstance(item, _Prefill):
                     self._run_prefill(item)
                 elif (row := self._start(item)) is not None:
@@ -167,6 +187,10 @@ class BatchedDialogue:
                 self._regroup(self._rows, joining)
             if self._rows:
                 self._step()
+
+    def _next_idle_prefill(self) -> list[ChatMessage] | None:
+        with self._lock:
+            return self._idle_prefills.pop() if self._idle_prefills else None  # the newest first
 
     def _run_prefill(self, job: _Prefill) -> None:
         try:
