@@ -19,6 +19,7 @@ from typing import Protocol, Self
 import numpy as np
 
 from npcserver.backends.base import Transcriber, Transcript
+from npcserver.backends.inbox import Inbox
 
 
 def batching_wanted(setting: str, device: str) -> bool:
@@ -68,11 +69,9 @@ class BatchingTranscriber:
         self._inner = inner
         self._window_s = window_ms / 1000.0
         self._max_batch = max_batch
-        # None on the queue is close()'s mark: serve what was collected, then stop.
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards starting the worker against closing, and the count below
-        self._worker: threading.Thread | None = None
-        self._closed = False
+        self._inbox: Inbox[_Request] = Inbox(self._serve_forever, "asr-batcher", "the batching transcriber is closed")
+        self._queue = self._inbox.queue  # None on it is close()'s mark: serve what was collected, then stop
+        self._lock = threading.Lock()  # guards the count below
         self._waiting = 0
         self._batch_sizes: Counter[int] = Counter()  # written by the worker only
 
@@ -93,14 +92,8 @@ class BatchingTranscriber:
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         request = _Request(audio, time.monotonic())
+        self._inbox.put(request)  # counted once queued: a waiting call is one close() will still answer
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the batching transcriber is closed")
-            if self._worker is None:
-                # daemon: a server that forgets close() can still exit; close() joins it.
-                self._worker = threading.Thread(target=self._serve_forever, name="asr-batcher", daemon=True)
-                self._worker.start()
-            self._queue.put(request)
             self._waiting += 1
         try:
             return request.result.result()
@@ -113,13 +106,7 @@ class BatchingTranscriber:
 
         `wait=False` returns at once (from an event loop, say); the thread ends after its last batch.
         """
-        with self._lock:
-            worker = self._worker
-            if not self._closed and worker is not None:
-                self._queue.put(None)
-            self._closed = True
-        if wait and worker is not None and worker is not threading.current_thread():
-            worker.join()
+        self._inbox.close(wait)
 
     def __enter__(self) -> Self:
         return self

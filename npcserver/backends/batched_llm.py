@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from npcserver.backends.base import ChatMessage, GenerationOptions
+from npcserver.backends.inbox import Inbox
 from npcserver.backends.transformers_llm import Reply, TransformersDialogue
 
 _Piece = str | BaseException | None  # text, a failure, or the end of the reply
@@ -83,10 +84,11 @@ class BatchedDialogue:
         self._inner = inner
         self._max_batch = max_batch
         # None on the queue is close()'s mark; _WAKE only wakes an idle worker (idle prefills wait).
-        self._queue: queue.SimpleQueue[_Job | _Prefill | object | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
-        self._closed = False
+        self._inbox: Inbox[_Job | _Prefill | object] = Inbox(
+            self._serve_forever, "llm-batcher", "the batched dialogue model is closed"
+        )
+        self._queue = self._inbox.queue
+        self._lock = threading.Lock()  # guards the idle prefills
         self._batch_sizes: Counter[int] = Counter()  # decoding steps by batch size (worker only)
         self._idle_prefills: deque[list[ChatMessage]] = deque(maxlen=IDLE_PREFILLS_KEPT)
         # the batch: rows, their KV cache left-padded to the longest, and the mask over the padding
@@ -107,7 +109,7 @@ class BatchedDialogue:
         self, messages: list[ChatMessage], options: GenerationOptions, should_stop: Callable[[], bool]
     ) -> Iterator[str]:
         job = _Job(messages, options, should_stop)
-        self._submit(job)
+        self._inbox.put(job)
         try:
             while (item := job.pieces.get()) is not None:
                 if isinstance(item, BaseException):
@@ -119,7 +121,7 @@ class BatchedDialogue:
     def prefill(self, messages: list[ChatMessage]) -> None:
         """Prefill a prompt prefix into the prefix cache, on the worker (blocking)."""
         job = _Prefill(messages)
-        self._submit(job)
+        self._inbox.put(job)
         job.done.result()
 
     def prefill_when_idle(self, messages: list[ChatMessage]) -> None:
@@ -127,33 +129,17 @@ class BatchedDialogue:
         returns at once. Only the latest few wait: an old one is dropped for a new one."""
         with self._lock:
             self._idle_prefills.append(messages)
-        self._submit(_WAKE)
+        self._inbox.put(_WAKE)
 
     def close(self, wait: bool = True) -> None:
         """Finish the replies in flight, then stop the worker thread."""
-        with self._lock:
-            worker = self._worker
-            if not self._closed and worker is not None:
-                self._queue.put(None)
-            self._closed = True
-        if wait and worker is not None and worker is not threading.current_thread():
-            worker.join()
+        self._inbox.close(wait)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _submit(self, job: _Job | _Prefill | object) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the batched dialogue model is closed")
-            if self._worker is None:
-                # daemon: a server that forgets close() can still exit; close() joins it.
-                self._worker = threading.Thread(target=self._serve_forever, name="llm-batcher", daemon=True)
-                self._worker.start()
-            self._queue.put(job)
 
     # ------------------------------------------------------------------ the worker thread
 
@@ -207,11 +193,7 @@ class BatchedDialogue:
             if reply.exhausted or job.over():
                 self._finish(job, reply)
                 return None
-            with torch.inference_mode():
-                inputs = torch.tensor([reply.pending], dtype=torch.long, device=self._inner.device)
-                output = self._inner.model(input_ids=inputs, cache=reply.cache, use_cache=True, logits_to_keep=1)
-                reply.fed.extend(reply.pending)
-                token = reply.choose(output.logits[:, -1, :].float())
+            token = self._inner.feed_pending(reply)
         except Exception as exc:  # noqa: BLE001 (the caller hears of it; the batch goes on)
             job.pieces.put(exc)
             return None
