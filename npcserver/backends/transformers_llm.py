@@ -186,11 +186,7 @@ class TransformersDialogue:
         reply = self.start_reply(messages, options)
         try:
             while not reply.exhausted and not should_stop():
-                with torch.inference_mode():
-                    inputs = torch.tensor([reply.pending], dtype=torch.long, device=self._device)
-                    output = self._model(input_ids=inputs, cache=reply.cache, use_cache=True, logits_to_keep=1)
-                    reply.fed.extend(reply.pending)
-                    token = reply.choose(output.logits[:, -1, :].float())
+                token = self.feed_pending(reply)
                 piece = reply.accept(token)
                 if piece is None:
                     break
@@ -203,6 +199,14 @@ class TransformersDialogue:
         prompt = self.prompt_ids(messages)
         cache, reused = self._prefix_cache.take(prompt)
         return Reply(self, prompt, reused, cache if cache is not None else DynamicCache(), options)
+
+    def feed_pending(self, reply: Reply) -> int:
+        """Run the model on the reply's pending tokens (alone, into its own cache); the next token."""
+        with torch.inference_mode():
+            inputs = torch.tensor([reply.pending], dtype=torch.long, device=self._device)
+            output = self._model(input_ids=inputs, cache=reply.cache, use_cache=True, logits_to_keep=1)
+            reply.fed.extend(reply.pending)
+            return reply.choose(output.logits[:, -1, :].float())
 
     def keep_prefix(self, fed: list[int], cache: DynamicCache) -> None:
         """Offer a reply's KV state to the prefix cache (it holds exactly the keys of `fed`)."""

@@ -115,7 +115,7 @@ class WhisperTranscriber:
             return [result for result in results if result is not None]
         longest = max(mel.shape[-1] for mel in mels)
         window = min(full_window, max(self._window_frames, (longest + 1) // 2 * 2))
-        decoded = self._decode_windows(_padded(mels, window), _token_cap(mels) if window < full_window else None)
+        decoded = self._decode_windows(_padded(mels, window), _token_cap(longest) if window < full_window else None)
         if window < full_window:
             redo = [i for i, (text, _language, capped) in enumerate(decoded) if capped or _looping(text)]
             if redo:
@@ -200,9 +200,9 @@ def _padded(mels: list[np.ndarray], frames: int) -> np.ndarray:
     return stacked
 
 
-def _token_cap(mels: list[np.ndarray]) -> int:
-    seconds = max(mel.shape[-1] for mel in mels) / _FRAMES_PER_SECOND
-    return _MIN_TOKEN_ALLOWANCE + int(seconds * _MAX_TOKENS_PER_SECOND)
+def _token_cap(frames: int) -> int:
+    """The most tokens speech of this many mel frames can hold; a longer decode is looping."""
+    return _MIN_TOKEN_ALLOWANCE + int(frames / _FRAMES_PER_SECOND * _MAX_TOKENS_PER_SECOND)
 
 
 def _looping(text: str) -> bool:
