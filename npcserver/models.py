@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from npcserver.backends import Backends
+    from npcserver.backends.whisper_asr import WhisperTranscriber
     from npcserver.config import Settings
 
 log = logging.getLogger(__name__)
@@ -321,6 +322,47 @@ def _convert_gguf(out: Path, step: Progress) -> None:
 # --------------------------------------------------------------------------- loading
 
 
+# CTranslate2's CUDA build (faster-whisper's engine) loads CUDA 12's cuBLAS and cuDNN 9 when it first
+# computes; a machine whose torch brings CUDA 13 may have neither.
+_CT2_CUDA_HINT = (
+    "CTranslate2's CUDA build runs on CUDA 12's cuBLAS and cuDNN 9 (pip install nvidia-cublas-cu12 "
+    "'nvidia-cudnn-cu12==9.*', their lib folders on LD_LIBRARY_PATH)"
+)
+
+
+def load_transcriber(settings: Settings, device: Device, cpu_threads: int) -> tuple[WhisperTranscriber, Device]:
+    """faster-whisper on `device`, warmed by one second of silence, and the device it really runs on.
+
+    With `device = "auto"` a CUDA machine where CTranslate2 cannot run (see `_CT2_CUDA_HINT`) still
+    serves: ASR falls back to the CPU with a warning, the LLM and TTS keep the GPU. With
+    `device = "cuda"` that is an error, since the operator asked for the GPU.
+    """
+    import numpy as np
+
+    from npcserver.backends.whisper_asr import WhisperTranscriber
+
+    def load(on: Device) -> WhisperTranscriber:
+        transcriber = WhisperTranscriber(
+            resolve_asr_model(settings.asr_model, settings.cache_dir),
+            device=on,
+            compute_type="float16" if on == "cuda" else "int8",
+            cpu_threads=cpu_threads,
+            window_s=settings.asr_window_s,
+        )
+        transcriber.transcribe(np.zeros(16_000, dtype=np.float32))
+        return transcriber
+
+    if device == "cpu":
+        return load("cpu"), "cpu"
+    try:
+        return load("cuda"), "cuda"
+    except (RuntimeError, OSError, ValueError) as error:
+        if settings.device == "cuda":
+            raise ModelError(f"speech recognition could not run on CUDA ({error}). {_CT2_CUDA_HINT}") from error
+        log.warning("speech recognition runs on the CPU: CTranslate2 could not use CUDA (%s). %s", error, _CT2_CUDA_HINT)
+        return load("cpu"), "cpu"
+
+
 def load_real_backends(settings: Settings) -> Backends:
     """Prepare, load and warm the three real models (blocking: seconds)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -333,7 +375,6 @@ def load_real_backends(settings: Settings) -> Backends:
     from npcserver.backends.batched_llm import BatchedDialogue
     from npcserver.backends.piper_tts import PiperSynthesizer
     from npcserver.backends.transformers_llm import TransformersDialogue
-    from npcserver.backends.whisper_asr import WhisperTranscriber
 
     prepare_models(settings)
     device = pick_device(settings.device)
@@ -348,16 +389,9 @@ def load_real_backends(settings: Settings) -> Backends:
         )
 
     start = time.monotonic()
-    transcriber = WhisperTranscriber(
-        resolve_asr_model(settings.asr_model, settings.cache_dir),
-        device=device,
-        compute_type="float16" if device == "cuda" else "int8",
-        cpu_threads=threads.asr,
-        window_s=settings.asr_window_s,
-    )
-    transcriber.transcribe(np.zeros(16_000, dtype=np.float32))
+    transcriber, asr_device = load_transcriber(settings, device, threads.asr)
     asr: Transcriber = transcriber
-    if batching_wanted(settings.asr_batching, device):
+    if batching_wanted(settings.asr_batching, asr_device):
         transcriber.transcribe_batch([np.zeros(16_000, dtype=np.float32)] * 2)  # warm the batched shapes too
         asr = BatchingTranscriber(transcriber, window_ms=settings.asr_batch_window_ms, max_batch=settings.asr_batch_max)
         log.info("ASR batching on: window %d ms, up to %d utterances", settings.asr_batch_window_ms, settings.asr_batch_max)

@@ -6,6 +6,8 @@ first run on a machine pays the ~15 s GGUF conversion.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,15 @@ import pytest
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.backends.base import ChatMessage, GenerationOptions, VoiceSettings
 from npcserver.config import Settings
-from npcserver.models import EMBEDDED_VOICE, embedded_voice_path, prepare_models, resolve_asr_model, resolve_llm_model
+from npcserver.models import (
+    EMBEDDED_VOICE,
+    ModelError,
+    embedded_voice_path,
+    load_transcriber,
+    prepare_models,
+    resolve_asr_model,
+    resolve_llm_model,
+)
 
 pytestmark = pytest.mark.real
 
@@ -239,3 +249,30 @@ def test_prefix_cache_gives_the_same_greedy_reply_as_none(llm_folder: Path) -> N
         without = [token for token, _ in uncached.generate_tokens(messages, options, lambda: False)]
         assert with_cache == without
     assert cached.cached_prefixes >= 1 and uncached.cached_prefixes == 0
+
+
+# --------------------------------------------------------------------------- ASR device choice
+
+
+def _ctranslate2_without_cuda() -> None:
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        pytest.skip("CTranslate2 can use CUDA here")
+
+
+def test_asr_falls_back_to_the_cpu_when_ctranslate2_cannot_use_cuda_under_auto(caplog: pytest.LogCaptureFixture) -> None:
+    # Seen on an H200 whose torch brings CUDA 13: torch sees the GPU, CTranslate2 finds no CUDA 12
+    # cuBLAS. Here CTranslate2 fails on CUDA for want of a GPU, which takes the same path.
+    _ctranslate2_without_cuda()
+    with caplog.at_level(logging.WARNING, logger="npcserver.models"):
+        transcriber, device = load_transcriber(dataclasses.replace(Settings(), device="auto"), "cuda", cpu_threads=1)
+    assert device == "cpu"
+    assert "speech recognition runs on the CPU" in caplog.text and "cuBLAS" in caplog.text
+    assert transcriber.transcribe(np.zeros(8_000, dtype=np.float32)).text == ""
+
+
+def test_asr_on_cuda_asked_for_explicitly_fails_naming_the_libraries_it_needs() -> None:
+    _ctranslate2_without_cuda()
+    with pytest.raises(ModelError, match="could not run on CUDA.*nvidia-cublas-cu12"):
+        load_transcriber(dataclasses.replace(Settings(), device="cuda"), "cuda", cpu_threads=1)
