@@ -206,6 +206,7 @@ class Endpointer:
     ADAPTIVE_MAX_FACTOR = 1.6
 
     _pending: np.ndarray  # samples of a partial frame, waiting for the rest
+    _pause_end_samples: int | None  # this pause ends the turn sooner (end_pause_early)
 
     def __init__(
         self,
@@ -345,7 +346,7 @@ class Endpointer:
         self._speech_start = 0
         self._silence_start = 0
         self._pause_announced = False
-        self._pause_end_samples: int | None = None  # this pause ends the turn sooner (end_pause_early)
+        self._pause_end_samples = None
         self._last_silence_turn_end: int | None = None
 
     def _keep_audio(self, frame: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -167,7 +167,7 @@ class BatchedDialogue:
                     continue
                 elif isinstance(item, _Prefill):
                     self._run_prefill(item)
-                elif (row := self._start(item)) is not None:
+                elif isinstance(item, _Job) and (row := self._start(item)) is not None:
                     joining.append(row)
             if joining:
                 self._regroup(self._rows, joining)
@@ -258,14 +258,14 @@ class BatchedDialogue:
         assert self._cache is not None
         start = self._cache.get_seq_length() - row.length
         return [
-            (layer.keys[index : index + 1, :, start:, :], layer.values[index : index + 1, :, start:, :])
-            for layer in self._cache.layers
+            (keys[index : index + 1, :, start:, :], values[index : index + 1, :, start:, :])
+            for keys, values in map(_layer_kv, self._cache.layers)
         ]
 
     def _regroup(self, staying: list[_Row], joining: list[_Row]) -> None:
         """Rebuild the batch cache and mask for a new set of rows (left-padded to the longest)."""
         parts = [self._row_kv(self._rows.index(row), row) for row in staying]
-        parts += [[(layer.keys, layer.values) for layer in row.reply.cache.layers] for row in joining]
+        parts += [[_layer_kv(layer) for layer in row.reply.cache.layers] for row in joining]
         rows = staying + joining
         for row in joining:
             row.reply.cache = DynamicCache()  # its keys now live in the batch cache
@@ -281,6 +281,11 @@ class BatchedDialogue:
                        torch.ones(row.length, dtype=torch.long, device=device)])
             for row in rows
         ])  # fmt: skip
+
+
+def _layer_kv(layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's keys and values (every layer of the models served here is full attention)."""
+    return layer.keys, layer.values
 
 
 def _cache_of(rows: list[list[tuple[torch.Tensor, torch.Tensor]]], length: int | None = None) -> DynamicCache:
