@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 AUDIO_FRAME_SAMPLES = 8192  # ~0.37 s at 22.05 kHz, 16 KiB: few frames, well under the 64 KiB limit
 CLAUSE_QUEUE_SIZE = 8
+# A first clause with no comma is cut after this many words (before "for a ..." where it can): each
+# word costs ~30 ms of LLM and ~25 ms of TTS before the player hears anything.
+FIRST_CLAUSE_MAX_WORDS = 4
 
 
 class ModelError(Exception):
@@ -367,7 +370,9 @@ async def _write_reply(
     runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
 ) -> None:
     # a one-word opener ("Aye," "Well,") is already sayable: the player hears the NPC a few tokens sooner
-    splitter = ClauseSplitter(first_chunk_min_words=1, early_first_chunk=request.early_first_clause)
+    splitter = ClauseSplitter(
+        first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS, early_first_chunk=request.early_first_clause
+    )
     limiter = ReplyLimiter(request.max_reply_words)
     messages = request.messages_for(result.player_text)
     llm_started = time.perf_counter()

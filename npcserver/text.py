@@ -112,6 +112,29 @@ class _WordCounter:
         return self.words + partial, self.spoken + (partial and self._run_spoken)
 
 
+# Words that lean on the next one: a first chunk cut at its word cap does not end on one of these.
+LEANING_WORDS = frozenset(
+    {
+        "a", "an", "the", "my", "your", "his", "her", "its", "our", "their", "this", "that", "these", "those",
+        "of", "for", "to", "in", "on", "at", "by", "with", "from", "into", "about", "and", "or", "but", "nor",
+        "is", "are", "was", "were", "be", "am", "i", "you", "we", "they", "he", "she", "it", "very", "so", "not",
+    }
+)  # fmt: skip
+_MIN_WORDS_BEFORE_LEANING = 2
+
+
+def _before_leaning_words(text: str, i: int) -> int | None:
+    """text[i] is a space after a word. If text[:i] ends in words that lean on the next one ("for a"),
+    the index of the space before them, provided at least two words come first; else None."""
+    words = [(match.start(), match.group()) for match in re.finditer(r"\S+", text[:i])]
+    run = len(words)
+    while run > 0 and words[run - 1][1].strip(CLOSERS).lower() in LEANING_WORDS:
+        run -= 1
+    if run == len(words) or run < _MIN_WORDS_BEFORE_LEANING:
+        return None
+    return words[run][0] - 1 if words[run][0] > 0 else None
+
+
 def _next_word_closes_clause(text: str, i: int, final: bool) -> bool | None:
     """text[i] is a space after a word: does the next word end with punctuation? None if not known yet."""
     j = i
@@ -131,14 +154,18 @@ class ClauseSplitter:
 
     - The first chunk of a reply is cut at the first clause boundary (, ; : — or a sentence end) once it
       holds `first_chunk_min_words` spoken words, or after `first_chunk_max_words` spoken words at a
-      word boundary (unless the next word closes a clause: then right after it), so TTS starts early.
+      word boundary (unless the next word closes a clause: then right after it; nor after a word that
+      leans on the next, "for a"), so TTS starts early. While the chunks cut so far hold fewer than
+      `first_chunk_max_words` words, the next chunk is cut the same way: a one-word opener plays
+      for half a second, too short to hide the next sentence's wait.
     - Later chunks are cut at sentence ends (. ! ? … and line breaks) once they hold `min_words` spoken
       words (shorter sentences join the next one), or at a word boundary after `max_words` words
       (any chunk, stage directions counted, so an unclosed "*" cannot hold speech back for long).
     - "Mr.", "e.g.", "3.5" and initials are not sentence ends; nothing is cut inside a stage direction
       (*...*, (...), [...]) except by the `max_words` rule, so clean_for_speech() sees it whole.
 
-    The chunks joined with spaces give back the text (whitespace aside). `flush()` returns the rest and
+    The chunks hold every character of the text, in order (whitespace aside; a quote closing right
+    after the first clause's comma starts the next chunk). `flush()` returns the rest and
     makes the splitter ready for the next reply.
     """
 
@@ -161,7 +188,7 @@ class ClauseSplitter:
         self.max_words = max_words
         self.early_first_chunk = early_first_chunk  # False: the first chunk is cut like all others
         self._buffer = ""
-        self._first = True
+        self._words_out = 0  # words in the chunks already cut from this reply
         # scanning resumes where the last push stopped: the counter has seen _buffer[:_scan_from]
         # (or also the character at _scan_from, when feeding it again changes nothing)
         self._counter = _WordCounter()
@@ -177,7 +204,7 @@ class ClauseSplitter:
         if rest:
             chunks.append(rest)
         self._buffer = ""
-        self._first = True
+        self._words_out = 0
         self._counter, self._scan_from = _WordCounter(), 0
         return chunks
 
@@ -191,7 +218,7 @@ class ClauseSplitter:
             self._counter, self._scan_from = _WordCounter(), 0
             if chunk:
                 chunks.append(chunk)
-                self._first = False
+                self._words_out += len(chunk.split())
 
     def _find_cut(self, text: str, final: bool) -> int | None:
         """Index just past the earliest cut in text, or None when none is certain yet."""
@@ -208,7 +235,8 @@ class ClauseSplitter:
 
     def _decide(self, text: str, i: int, final: bool) -> int | None:
         """Feeds text[i]; returns a cut index, None (wait for more text) or _GO_ON."""
-        first = self._first and self.early_first_chunk
+        # a one-word opener ("Bronze.") plays for half a second: the chunk after it is cut early too
+        first = self.early_first_chunk and self._words_out < self.first_chunk_max_words
         min_spoken = self.first_chunk_min_words if first else self.min_words
         cap = self.first_chunk_max_words if first else self.max_words
         counter = self._counter
@@ -229,6 +257,8 @@ class ClauseSplitter:
                         return None
                     if closes:
                         return _GO_ON  # one more word, and the clause rule cuts right after it
+                    if (before := _before_leaning_words(text, i)) is not None:
+                        return before  # "You're looking" | "for a new sword": cut where a phrase starts
                 return i
             return _GO_ON
         if counter.in_direction or spoken < min_spoken:
@@ -240,6 +270,10 @@ class ClauseSplitter:
             if end >= 0:
                 return end
         elif first and ch in CLAUSE_MARKS:
+            if ch != ":" and text[i - 1].isalpha():
+                # "word," ends the clause whatever follows (a closing quote goes with the next chunk):
+                # cutting now saves waiting one token for the space. Not "1,000" nor "https:".
+                return i + 1
             if i + 1 == len(text):
                 return len(text) if final else None
             if text[i + 1].isspace():

@@ -61,6 +61,13 @@ def test_first_clause_comes_out_before_the_rest_arrives() -> None:
     assert splitter.flush() == ["It is late."]
 
 
+def test_a_comma_after_a_word_ends_the_first_clause_without_waiting_for_the_next_token() -> None:
+    splitter = ClauseSplitter()
+    assert splitter.push("Good morning,") == ["Good morning,"]
+    assert splitter.push(" 1,") == []  # a digit before the comma: maybe "1,000"
+    assert split_whole('"Hello there," she says.') == ['"Hello there,', '" she says.']
+
+
 def test_abbreviations_numbers_and_initials_do_not_end_sentences() -> None:
     chunks = split_whole(REPLIES[1])
     assert chunks == [
@@ -96,13 +103,32 @@ def test_first_chunk_cap_takes_a_clause_closing_word_along() -> None:
         split_whole("I can fix your sword for you by tonight, but not sooner.")[0]
         == "I can fix your sword for you by tonight,"
     )
-    assert split_whole("I can fix your sword for you by the night ends.")[0] == "I can fix your sword for you by"
+    assert split_whole("I can fix your sword for you today when the night ends.")[0] == "I can fix your sword for you today"
+
+
+def test_first_chunk_cut_at_its_cap_does_not_end_on_a_word_that_leans_on_the_next() -> None:
+    assert split_whole("You're looking for a new horse for the road.", first_chunk_max_words=4) == [
+        "You're looking",
+        "for a new horse",  # still early: only 2 words were out
+        "for the road.",
+    ]
+    assert split_whole("I can mend the old blade for you.", first_chunk_max_words=4)[0] == "I can mend"
+    # with fewer than two words before the leaning ones, the cap cuts as usual
+    assert split_whole("It is in the old forge now.", first_chunk_max_words=4)[0] == "It is in the"
+
+
+def test_a_short_first_chunk_is_followed_by_another_early_one() -> None:
+    # "Bronze." plays for half a second: waiting for the whole next sentence would leave a gap
+    assert split_whole(
+        "Bronze. I've been making this sword for twenty years, and it holds.", first_chunk_min_words=1, first_chunk_max_words=4
+    ) == ["Bronze.", "I've been making", "this sword for twenty years, and it holds."]
 
 
 def test_later_sentences_shorter_than_min_words_join_the_next() -> None:
-    assert split_whole("Hello there, friend. Yes. No. I think so. That is all I can say.") == [
+    assert split_whole("Hello there, my good friend from the hills. Yes. No. I think so. That is all I can say.") == [
         "Hello there,",
-        "friend. Yes. No. I think so.",
+        "my good friend from the hills.",  # still early: the first chunk was short
+        "Yes. No. I think so.",
         "That is all I can say.",
     ]
 
@@ -123,9 +149,14 @@ def test_streaming_one_character_at_a_time_gives_the_same_chunks(text: str) -> N
         assert split_streamed(random_pieces(text, seed)) == whole
 
 
+def same_characters(chunks: list[str], text: str) -> bool:
+    """Every character of the text, in order, whitespace aside."""
+    return "".join("".join(chunks).split()) == "".join(text.split())
+
+
 @pytest.mark.parametrize("text", REPLIES)
-def test_chunks_keep_every_word(text: str) -> None:
-    assert " ".join(split_whole(text)).split() == text.split()
+def test_chunks_keep_every_character(text: str) -> None:
+    assert same_characters(split_whole(text), text)
 
 
 def test_flush_readies_the_splitter_for_the_next_reply() -> None:
@@ -299,7 +330,7 @@ def test_random_replies_split_and_limit_the_same_whatever_the_pieces(seed: int) 
     whole = split_whole(text)
     assert split_streamed(list(text)) == whole
     assert split_streamed(random_pieces(text, seed)) == whole
-    assert " ".join(whole).split() == text.split()
+    assert same_characters(whole, text)
     kept, _ = limit_all_ways(text, max_words=10)
     assert text.replace("Greta:", "", 1).strip().startswith(kept) or text.strip().startswith(kept)
 
