@@ -404,6 +404,7 @@ def load_real_backends(settings: Settings) -> Backends:
         threads=threads.llm,
         quantize=settings.llm_int8,
         prefix_cache=settings.llm_prefix_cache,
+        prefix_cache_tokens=settings.llm_prefix_cache_tokens,
     )
     for _piece in dialogue.generate(
         [ChatMessage("user", "Hello")], GenerationOptions(max_new_tokens=1, temperature=0.0), lambda: False

@@ -30,7 +30,10 @@ from npcserver.backends.base import ChatMessage, GenerationOptions
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 # The cache keeps at most this many tokens in all: ~190 MB of fp32 keys and values for SmolLM2-135M
 # (30 layers x 3 KV heads x 64 dims x 2 x 4 bytes = 46 KB a token). Least recently used go first.
+# The server sizes it from its settings (llm_prefix_cache_tokens).
 DEFAULT_PREFIX_CACHE_TOKENS = 4096
+# Entries: about one per session (its prompt and last reply) plus one per persona.
+DEFAULT_PREFIX_CACHE_ENTRIES = 64
 # Sampling draws from the most likely tokens only: sorting the whole 49k vocabulary for top-p
 # (transformers' TopPLogitsWarper) and drawing from it cost ~5 ms a token on one CPU thread, a
 # fifth of a decoding step; the top 64 cost 0.1 ms and hold the nucleus of any sensible reply.
@@ -101,11 +104,17 @@ class _PrefixCache:
 
 
 def _common_prefix_length(a: tuple[int, ...], b: list[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+    # binary search on slice equality (compared in C): a few dozen entries of ~450 tokens are
+    # looked through at every turn's start, on the LLM worker
+    b_head = tuple(b[: min(len(a), limit)])
+    low, high = 0, len(b_head)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b_head[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class TransformersDialogue:
@@ -119,7 +128,7 @@ class TransformersDialogue:
         *,
         quantize: bool = True,
         prefix_cache: bool = True,
-        prefix_cache_entries: int = 8,
+        prefix_cache_entries: int = DEFAULT_PREFIX_CACHE_ENTRIES,
         prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS,
     ) -> None:
         self._device = torch.device(device)
