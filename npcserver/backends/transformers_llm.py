@@ -264,10 +264,14 @@ class TransformersDialogue:
 
 
 def sample_nucleus(scores: torch.Tensor, top_p: float, generator: torch.Generator) -> int:
-    """A token drawn from [vocab] scores by nucleus sampling (top-p; 1 = all) among the
-    `SAMPLING_CANDIDATES` likeliest."""
+    """A token drawn from [vocab] float scores by nucleus sampling (top-p; 1 = all) among the
+    `SAMPLING_CANDIDATES` likeliest. Scores may be on a GPU: only the candidates come to the host,
+    where `generator` (a CPU one) draws, so a seeded reply repeats itself."""
     values, candidates = torch.topk(scores, min(SAMPLING_CANDIDATES, scores.numel()))
-    probs = torch.exp(values - torch.logsumexp(scores, dim=0))  # each one's share of the whole vocabulary
+    shares = torch.exp(values - torch.logsumexp(scores, dim=0))  # each one's share of the whole vocabulary
+    # token ids < 2**24 are exact in float32: one transfer brings both
+    shares, candidates = torch.stack([shares, candidates.to(shares.dtype)]).cpu()
+    probs = shares
     if 0 < top_p < 1:  # the fewest likeliest tokens whose shares reach top_p (at least one)
         probs = probs * ((probs.cumsum(0) - probs) < top_p)
     pick = torch.multinomial(probs, num_samples=1, generator=generator)
@@ -310,7 +314,7 @@ class Reply:
         scores = self._processors(ids, scores)
         if self.options.temperature <= 0:
             return int(scores.argmax(dim=-1).item())
-        return sample_nucleus(scores[0].float().cpu(), self.options.top_p, self._generator)
+        return sample_nucleus(scores[0].float(), self.options.top_p, self._generator)
 
     def accept(self, token: int) -> str | None:
         """Take the chosen token: the text it completes ('' while a character is incomplete), or
