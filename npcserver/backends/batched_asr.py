@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Protocol
 
 import numpy as np
 
 from npcserver.backends.base import Transcriber, Transcript
-from npcserver.backends.inbox import Inbox
+from npcserver.backends.inbox import Inbox, ServedByInbox
 
 
 def batching_wanted(setting: str, device: str) -> bool:
@@ -46,7 +46,7 @@ class _Request:
     result: Future[Transcript] = field(default_factory=Future)
 
 
-class BatchingTranscriber:
+class BatchingTranscriber(ServedByInbox):
     """Implements `Transcriber` for many threads at once, batching their calls.
 
     Each `transcribe` call queues its utterance and waits. One worker thread (started by the first
@@ -100,19 +100,6 @@ class BatchingTranscriber:
         finally:
             with self._lock:
                 self._waiting -= 1
-
-    def close(self, wait: bool = True) -> None:
-        """Answer every call already queued, then stop the worker thread.
-
-        `wait=False` returns at once (from an event loop, say); the thread ends after its last batch.
-        """
-        self._inbox.close(wait)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ the worker thread
 

@@ -22,14 +22,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
 from npcserver.backends.base import ChatMessage, GenerationOptions
-from npcserver.backends.inbox import Inbox
+from npcserver.backends.inbox import Inbox, ServedByInbox
 from npcserver.backends.transformers_llm import Reply, TransformersDialogue
 
 _Piece = str | BaseException | None  # text, a failure, or the end of the reply
@@ -68,7 +68,7 @@ class _Row:
     next_token: int  # chosen, not yet fed
 
 
-class BatchedDialogue:
+class BatchedDialogue(ServedByInbox):
     """Implements `DialogueModel` for many threads at once, decoding their replies together.
 
     `generate` may be called from up to `max_concurrent_calls` threads; each call blocks its thread
@@ -130,16 +130,6 @@ class BatchedDialogue:
         with self._lock:
             self._idle_prefills.append(messages)
         self._inbox.put(_WAKE)
-
-    def close(self, wait: bool = True) -> None:
-        """Finish the replies in flight, then stop the worker thread."""
-        self._inbox.close(wait)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ the worker thread
 

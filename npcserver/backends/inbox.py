@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -45,3 +45,20 @@ class Inbox(Generic[T]):
             self._closed = True
         if wait and worker is not None and worker is not threading.current_thread():
             worker.join()
+
+
+class ServedByInbox:
+    """Base of a model that serves its callers from one `Inbox` worker: closing it, and `with` blocks."""
+
+    _inbox: Inbox[Any]
+
+    def close(self, wait: bool = True) -> None:
+        """Finish the work already queued, then stop the worker thread. `wait=False` returns at once
+        (from an event loop, say); the thread ends after its last piece of work."""
+        self._inbox.close(wait)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
