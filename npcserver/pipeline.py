@@ -74,7 +74,7 @@ class ModelRunner:
         }
         # one voice for every session: the clause needed soonest goes first (see scheduling.py)
         self._executors["tts"] = DeadlineExecutor("tts")
-        self._load_lock = threading.Lock()  # several ASR workers may finish at once
+        self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
 

@@ -44,11 +44,6 @@ class DeadlineExecutor(Executor):
             self._changed.notify()
         return future
 
-    @property
-    def waiting(self) -> int:
-        with self._changed:
-            return len(self._waiting)
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._changed:
             self._shutdown = True

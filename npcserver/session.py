@@ -374,9 +374,8 @@ class Session:
         compute that while the player listens, so the next turn prefills only the player's new line
         (~60 ms instead of ~250 ms when the history was just trimmed)."""
         persona = self.services.personas.get(self.persona_id)
-        if persona is not None:
-            history = remembered(self.history, persona.history_turns)
-            self.services.runner.prefill(build_messages(persona, history, self.context, "")[:-1])
+        if persona is not None:  # build_messages keeps only the exchanges the prompt shows
+            self.services.runner.prefill(build_messages(persona, self.history, self.context, "")[:-1])
 
     def _start_filler_timer(self, turn: Turn) -> None:
         if not self.settings.fillers:

@@ -132,7 +132,7 @@ def _before_leaning_words(text: str, i: int) -> int | None:
         run -= 1
     if run == len(words) or run < _MIN_WORDS_BEFORE_LEANING:
         return None
-    return words[run][0] - 1 if words[run][0] > 0 else None
+    return words[run][0] - 1  # words come before it, so a space does too
 
 
 def _next_word_closes_clause(text: str, i: int, final: bool) -> bool | None:

@@ -270,8 +270,7 @@ def sample_nucleus(scores: torch.Tensor, top_p: float, generator: torch.Generato
     values, candidates = torch.topk(scores, min(SAMPLING_CANDIDATES, scores.numel()))
     shares = torch.exp(values - torch.logsumexp(scores, dim=0))  # each one's share of the whole vocabulary
     # token ids < 2**24 are exact in float32: one transfer brings both
-    shares, candidates = torch.stack([shares, candidates.to(shares.dtype)]).cpu()
-    probs = shares
+    probs, candidates = torch.stack([shares, candidates.to(shares.dtype)]).cpu()
     if 0 < top_p < 1:  # the fewest likeliest tokens whose shares reach top_p (at least one)
         probs = probs * ((probs.cumsum(0) - probs) < top_p)
     pick = torch.multinomial(probs, num_samples=1, generator=generator)
