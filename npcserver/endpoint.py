@@ -29,6 +29,9 @@ SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512  # 32 ms: the frame size the Silero model was trained on at 16 kHz
 CONTEXT_SAMPLES = 64  # Silero v6 looks at the previous frame's last 64 samples too
 HYSTERESIS = 0.15  # speech continues until the probability falls this far below the start threshold
+# Silero keeps a high probability for a frame or two after the sound stops (its context and LSTM
+# memory): the silence is counted from where the sound fell away, at most this many frames earlier.
+SILENCE_LOOKBACK_FRAMES = 2
 
 TurnEndReason = Literal["silence", "max_length", "forced"]
 
@@ -188,6 +191,13 @@ class Endpointer:
     `trailing_ms` of silence has been seen, so its `utterance_so_far` is identical to the utterance
     the turn will end with unless speech resumes: a speculative transcription of it can be committed.
 
+    Where the silence starts: Silero's probability falls 1-4 frames after the sound stops (by corpus
+    utterance 36-132 ms after the last 10 ms window above -40 dBFS). With `quiet_db` set, once Silero
+    has decided that speech stopped, the silence is moved back over the up to 2 frames before it that
+    are `quiet_db` below the loudest frame of the utterance, so the end-of-turn wait counts silence,
+    not Silero's reaction time. It only moves where the silence starts, never whether there is one;
+    with background noise within `quiet_db` of the speech nothing moves.
+
     `end_pause_early()` lets one pause end the turn sooner: the session calls it when the pause's
     speculative transcript reads as a finished sentence.
 
@@ -219,6 +229,7 @@ class Endpointer:
         *,
         trailing_ms: float = 32,
         adaptive: bool = False,
+        quiet_db: float | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
@@ -234,6 +245,9 @@ class Endpointer:
         # never longer than the end silence: the utterance must be complete when the turn ends
         self.trailing_samples = min(_ms_to_samples(trailing_ms), _ms_to_samples(end_silence_ms))
         self.adaptive = adaptive
+        if quiet_db is not None and quiet_db <= 0:
+            raise ValueError(f"quiet_db must be positive (or None for no look-back), got {quiet_db}")
+        self.quiet_db = quiet_db
         self._pauses_ms: deque[float] = deque(maxlen=self.ADAPTIVE_HISTORY)
         self._end_silence_ms = self.base_end_silence_ms
         self._end_silence_samples = _ms_to_samples(self._end_silence_ms)
@@ -348,6 +362,9 @@ class Endpointer:
         self._pause_announced = False
         self._pause_end_samples = None
         self._last_silence_turn_end: int | None = None
+        self._loudest_dbfs = -np.inf  # of the speech in progress
+        self._recent_dbfs: deque[float] = deque(maxlen=SILENCE_LOOKBACK_FRAMES)  # the frames just before this one
+        self._sound_began = 0  # the frame where speech last began or came back: a silence can't start before it
 
     def _keep_audio(self, frame: np.ndarray) -> None:
         self._audio.append(frame)
@@ -375,13 +392,24 @@ class Endpointer:
         frame_start = self._audio_end
         self._keep_audio(frame)
         frame_end = self._audio_end
+        loudness = _dbfs(frame) if self.quiet_db is not None else 0.0
+        try:
+            self._classify(frame_start, frame_end, probability, loudness, events)
+        finally:
+            self._recent_dbfs.append(loudness)
 
+    def _classify(
+        self, frame_start: int, frame_end: int, probability: float, loudness: float, events: list[EndpointEvent]
+    ) -> None:
         if self._phase == "idle":
             if probability >= self.threshold:
                 self._phase = "candidate"
-                self._speech_start = frame_start
+                self._speech_start = self._sound_began = frame_start
+                self._loudest_dbfs = loudness
                 self._check_confirmed(frame_end, events)
             return
+        if self._phase in ("candidate", "speech"):
+            self._loudest_dbfs = max(self._loudest_dbfs, loudness)
 
         if self._phase == "candidate":
             if probability < self.off_threshold:
@@ -393,17 +421,18 @@ class Endpointer:
         if self._phase == "speech":
             if probability < self.off_threshold:
                 self._phase = "pause"
-                self._silence_start = frame_start
+                self._silence_start = self._where_sound_stopped(frame_start)
                 self._pause_announced = False
             elif frame_end - self._speech_start >= self.max_utterance_samples:
                 self._finish_turn(frame_end, frame_end, "max_length", events)
                 # the player is still talking: the next turn starts right here (the floor stops its pre-roll)
                 self._phase = "candidate"
-                self._speech_start = frame_end
+                self._speech_start = self._sound_began = frame_end
                 return
         elif self._phase == "pause" and probability >= self.threshold:
             self._remember_pause(frame_start - self._silence_start)
             self._phase = "speech"
+            self._sound_began = frame_start
             self._pause_end_samples = None
             if self._pause_announced:
                 events.append(SpeechResumed(at_sample=frame_start))
@@ -422,6 +451,18 @@ class Endpointer:
                 self._finish_turn(
                     self._silence_start, self._silence_start + self.trailing_samples, "max_length", events
                 )
+
+    def _where_sound_stopped(self, frame_start: int) -> int:
+        """Silero just decided speech stopped at `frame_start`: step back over the quiet frames before it."""
+        if self.quiet_db is None:
+            return frame_start
+        quiet_below = self._loudest_dbfs - self.quiet_db
+        start = frame_start
+        for loudness in reversed(self._recent_dbfs):
+            if loudness >= quiet_below or start - FRAME_SAMPLES <= self._sound_began:
+                break
+            start -= FRAME_SAMPLES
+        return start
 
     def _check_confirmed(self, frame_end: int, events: list[EndpointEvent]) -> None:
         if frame_end - self._speech_start < self.min_speech_samples:
@@ -467,6 +508,12 @@ class Endpointer:
             self._audio = [tail] if tail.size else []
             self._audio_start = self._audio_end - tail.size
         return turn
+
+
+def _dbfs(frame: np.ndarray) -> float:
+    """A frame's loudness: RMS in dB relative to full scale (-200 for digital silence)."""
+    mean_square = float(np.dot(frame, frame)) / frame.size
+    return 10.0 * np.log10(mean_square) if mean_square > 1e-20 else -200.0
 
 
 def utterance_contains(turn: TurnEnded, sample: int) -> bool:

@@ -184,6 +184,7 @@ class NpcServer:
             min_speech_ms=s.min_speech_ms,
             max_utterance_s=s.max_utterance_s,
             adaptive=s.adaptive_end_silence,
+            quiet_db=s.end_silence_quiet_db or None,
         )
 
     @functools.cached_property

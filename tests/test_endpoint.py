@@ -198,6 +198,57 @@ def test_hysteresis_keeps_soft_frames_inside_speech() -> None:
     assert events[2].at_sample == 26 * FRAME_SAMPLES  # the first frame at 0.5 or more again
 
 
+def lagging_vad_turn(speech: np.ndarray, lag_frames: int, quiet_db: float | None) -> TurnEnded:
+    """The turn a VAD that hears the end of `speech` `lag_frames` frames late (as Silero does) ends with."""
+    frames = speech.size // FRAME_SAMPLES
+    probabilities = [0.9] * (frames + lag_frames)
+    endpointer = Endpointer(FakeScriptedVad(probabilities), end_silence_ms=300, quiet_db=quiet_db)
+    return of_type(endpointer.feed(np.concatenate([speech, silence(1000)])), TurnEnded)[0]
+
+
+def test_the_silence_is_counted_from_where_the_sound_stopped_not_from_the_late_vad() -> None:
+    speech = tone(20 * FRAME_SAMPLES / MS)  # exactly 20 frames
+    late = lagging_vad_turn(speech, lag_frames=2, quiet_db=None)
+    assert late.speech_end_sample == 22 * FRAME_SAMPLES  # where the VAD noticed
+    prompt = lagging_vad_turn(speech, lag_frames=2, quiet_db=35)
+    assert prompt.speech_end_sample == 20 * FRAME_SAMPLES  # where the sound stopped
+    # the turn ends the same silence after the sound, two frames sooner
+    assert late.detected_at_sample - prompt.detected_at_sample == 2 * FRAME_SAMPLES
+    assert prompt.endpoint_delay_ms == late.endpoint_delay_ms
+    # the utterance still holds all the speech
+    assert prompt.utterance_start_sample + prompt.utterance.size >= 20 * FRAME_SAMPLES
+
+
+def test_the_look_back_is_at_most_two_frames() -> None:
+    speech = tone(20 * FRAME_SAMPLES / MS)
+    assert lagging_vad_turn(speech, lag_frames=4, quiet_db=35).speech_end_sample == 22 * FRAME_SAMPLES
+
+
+def test_background_noise_near_the_speech_level_keeps_the_vad_decision() -> None:
+    rng = np.random.default_rng(5)
+
+    def noise(ms: float) -> np.ndarray:  # -40 dBFS
+        return (0.01 * rng.standard_normal(int(ms * MS))).astype(np.float32)
+
+    speech = tone(20 * FRAME_SAMPLES / MS) + noise(20 * FRAME_SAMPLES / MS)  # -23 dBFS: only 17 dB above
+    probabilities = [0.9] * 22
+    endpointer = Endpointer(FakeScriptedVad(probabilities), end_silence_ms=300, quiet_db=35)
+    turn = of_type(endpointer.feed(np.concatenate([speech, noise(1000)])), TurnEnded)[0]
+    assert turn.speech_end_sample == 22 * FRAME_SAMPLES
+
+
+def test_the_look_back_never_reaches_into_the_speech_before_a_pause() -> None:
+    # speech, a pause, one frame of speech coming back (quiet by loudness, speech by the VAD), a pause
+    audio = np.concatenate([tone(10 * FRAME_SAMPLES / MS), silence(10 * FRAME_SAMPLES / MS), silence(60 * FRAME_SAMPLES / MS)])
+    probabilities = [0.9] * 10 + [0.0] * 5 + [0.9] * 3 + [0.0] * 62
+    endpointer = Endpointer(FakeScriptedVad(probabilities), end_silence_ms=500, quiet_db=35)
+    events = endpointer.feed(audio)
+    resumed = of_type(events, SpeechResumed)[0]
+    second_pause = of_type(events, SpeechPaused)[1]
+    assert resumed.at_sample == 15 * FRAME_SAMPLES
+    assert second_pause.at_sample == 16 * FRAME_SAMPLES  # back over frames 16-17, never to 15 or before
+
+
 def test_max_length_cuts_a_long_monologue_and_goes_on_listening() -> None:
     endpointer = Endpointer(FakeVad(), max_utterance_s=2.0)
     audio = np.concatenate([silence(300), tone(3000), silence(1000)])
@@ -362,6 +413,21 @@ def test_silero_ends_the_turn_once_about_end_silence_after_the_speech(piper_spee
     # the utterance holds all of the speech
     assert turn.utterance_start_sample <= true_start
     assert turn.utterance_start_sample + turn.utterance.size >= true_end
+
+
+@pytest.mark.real
+def test_silero_silence_counted_from_the_sound_ends_the_turn_sooner(piper_speech) -> None:
+    audio, _, true_end = piper_speech
+
+    def turn(quiet_db: float | None) -> TurnEnded:
+        events = feed_in_chunks(Endpointer(SileroVad.shared(), end_silence_ms=500, quiet_db=quiet_db), audio, [320] * 10_000)
+        assert len(of_type(events, TurnEnded)) == 1 and len(of_type(events, SpeechResumed)) >= 1
+        return of_type(events, TurnEnded)[0]
+
+    vad_decision, sound = turn(None), turn(35)
+    assert 0 <= sound.speech_end_sample - true_end < vad_decision.speech_end_sample - true_end
+    assert sound.detected_at_sample <= vad_decision.detected_at_sample - FRAME_SAMPLES
+    assert sound.utterance_start_sample + sound.utterance.size >= true_end
 
 
 @pytest.mark.real
