@@ -47,6 +47,7 @@ class Settings:
     asr_threads: int = _opt(0, "CPU threads for speech recognition (0 = choose from the core count).")
     llm_threads: int = _opt(0, "CPU threads for the dialogue model (0 = choose from the core count).")
     tts_threads: int = _opt(0, "CPU threads for speech synthesis (0 = choose from the core count).")
+    tts_phrase_cache_mb: int = _opt(16, "Keep the speech of short phrases an NPC says again (\"Good day,\"), up to this many MiB; a repeated opener is then heard 50-100 ms sooner (0 = synthesize every time).")
     # --- turn taking
     vad_threshold: float = _opt(0.5, "Speech probability above which a VAD frame counts as speech.")
     end_silence_ms: int = _opt(500, "Silence after speech that ends the player's turn, in milliseconds.")

@@ -40,6 +40,7 @@ class LiveState:
     ready: Callable[[], bool]
     draining: Callable[[], bool]
     model_load: Callable[[], Mapping[str, Any]]  # stage -> StageLoad (pending, busy_seconds, calls)
+    phrase_cache: Callable[[], Any] = lambda: None  # the PhraseAudioCache (hits, misses, bytes), or None
 
 
 class _LiveCollector(Collector):
@@ -65,6 +66,10 @@ class _LiveCollector(Collector):
         yield queue
         yield busy
         yield calls
+        if (phrases := state.phrase_cache()) is not None:
+            yield CounterMetricFamily("npcserver_tts_phrase_cache_hits", "Short phrases spoken from the phrase cache, not synthesized.", value=phrases.hits)
+            yield CounterMetricFamily("npcserver_tts_phrase_cache_misses", "Short phrases not in the phrase cache (synthesized, then kept).", value=phrases.misses)
+            yield GaugeMetricFamily("npcserver_tts_phrase_cache_bytes", "Audio kept in the phrase cache.", value=phrases.bytes)
 
 
 class ServerMetrics:

@@ -23,6 +23,7 @@ import numpy as np
 
 from npcserver.backends import Backends
 from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
+from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage
 from npcserver.scheduling import DeadlineExecutor
 from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
@@ -55,9 +56,12 @@ class StageLoad:
 
 
 class ModelRunner:
-    def __init__(self, backends: Backends, *, interleave_llm: bool = True) -> None:
+    def __init__(
+        self, backends: Backends, *, interleave_llm: bool = True, phrase_cache: PhraseAudioCache | None = None
+    ) -> None:
         self.backends = backends
         self.interleave_llm = interleave_llm
+        self.phrase_cache = phrase_cache
         self.sample_rate = backends.synthesizer.sample_rate
         # One worker per model is also its lock. A batching transcriber or dialogue model is its own
         # lock and wants several callers waiting at once, or no batch could ever form.
@@ -108,8 +112,14 @@ class ModelRunner:
 
     async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> np.ndarray:
         """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
-        calls: the one needed soonest is synthesized first."""
-        return await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice), needed_by)
+        calls: the one needed soonest is synthesized first. A phrase said before may come from the cache."""
+        cache = self.phrase_cache
+        if cache is not None and (kept := cache.get(text, voice)) is not None:
+            return kept
+        audio = await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice), needed_by)
+        if cache is not None:
+            cache.put(text, voice, audio)
+        return audio
 
     async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncGenerator[str]:
         """Yield reply pieces as the model writes them; leaving the loop early stops the model."""

@@ -38,6 +38,7 @@ from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.metrics import LiveState, ServerMetrics
 from npcserver.persona_store import PersonaStore
+from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.pipeline import ModelRunner
 from npcserver.protocol import (
     MAX_AUDIO_FRAME_BYTES,
@@ -103,6 +104,7 @@ class NpcServer:
             ready=lambda: self.ready,
             draining=lambda: self.draining,
             model_load=lambda: self.runner.load if self.runner is not None else {},
+            phrase_cache=lambda: self.runner.phrase_cache if self.runner is not None else None,
         ))
         self.routes: dict[str, HttpHandler] = {
             "/healthz": lambda query: self._health(),
@@ -165,7 +167,9 @@ class NpcServer:
             log.info("loading models (backend=%s, device=%s)...", self.settings.backend, self.settings.device)
             backends = await asyncio.to_thread(self._load_backends, self.settings)
         self._vad = await asyncio.to_thread(self._make_vad)
-        runner = ModelRunner(backends, interleave_llm=self.settings.llm_interleave)
+        cache_mb = self.settings.tts_phrase_cache_mb
+        phrases = PhraseAudioCache(cache_mb * 1024 * 1024) if cache_mb > 0 else None
+        runner = ModelRunner(backends, interleave_llm=self.settings.llm_interleave, phrase_cache=phrases)
         self.fillers = FillerCache(runner)
         self.runner = runner
         log.info("ready in %.1f s: %s", time.perf_counter() - started, self.url)

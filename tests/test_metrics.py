@@ -45,6 +45,8 @@ async def test_metrics_count_sessions_turns_errors_latency_and_audio(fake_server
     assert metrics[("npcserver_model_queue_depth", (("stage", "llm"),))] == 0
     assert metrics[("npcserver_model_calls_total", (("stage", "asr"),))] >= 1
     assert ("npcserver_model_busy_seconds_total", (("stage", "tts"),)) in metrics
+    assert ("npcserver_tts_phrase_cache_hits_total", ()) in metrics
+    assert metrics[("npcserver_tts_phrase_cache_misses_total", ())] >= 1  # the first reply's short clause
     assert metrics[("npcserver_ready", ())] == 1 and metrics[("npcserver_draining", ())] == 0
 
 

@@ -1,0 +1,67 @@
+"""Speech for the short phrases an NPC says again and again ("Good day,", "Aye,"), kept after the first time.
+
+A small dialogue model repeats its openers: in a 47-turn load test, 35 replies began with a first
+clause said before (29 of them "Good day,"). That clause's synthesis (50-100 ms of Piper on one
+thread) is the last step before the player hears anything, so a cached one is heard that much sooner.
+
+Only short texts are kept: long ones rarely come back and would push the openers out. When the
+audio kept passes `max_bytes`, the phrase used longest ago goes first. Piper draws fresh noise for
+every synthesis; a cached phrase is the same clip each time it is said.
+
+Not thread-safe: the model runner reads and fills it on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from npcserver.backends.base import VoiceSettings
+
+MAX_WORDS = 6  # first clauses have at most 4 words; short sentences ("Not today.") come back too
+
+
+class PhraseAudioCache:
+    def __init__(self, max_bytes: int, max_words: int = MAX_WORDS) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.max_words = max_words
+        self._audio: OrderedDict[tuple[str, VoiceSettings], np.ndarray] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._audio)
+
+    def keeps(self, text: str) -> bool:
+        """Whether audio for `text` is worth keeping (short enough to come back)."""
+        return 0 < len(text.split()) <= self.max_words
+
+    def get(self, text: str, voice: VoiceSettings) -> np.ndarray | None:
+        """The kept audio for `text` in `voice` (read-only), or None; counts a hit or a miss for keepable texts."""
+        if not self.keeps(text):
+            return None
+        audio = self._audio.get((text, voice))
+        if audio is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._audio.move_to_end((text, voice))
+        return audio
+
+    def put(self, text: str, voice: VoiceSettings, audio: np.ndarray) -> None:
+        if not self.keeps(text) or audio.nbytes > self.max_bytes:
+            return
+        key = (text, voice)
+        if (old := self._audio.pop(key, None)) is not None:
+            self.bytes -= old.nbytes
+        kept = audio.copy()
+        kept.flags.writeable = False  # every turn that says this phrase gets this one array
+        self._audio[key] = kept
+        self.bytes += kept.nbytes
+        while self.bytes > self.max_bytes:
+            _, dropped = self._audio.popitem(last=False)
+            self.bytes -= dropped.nbytes
