@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ OFF = [
     ["--no-fillers"],
     ["--asr-window-s", "30"],
     ["--end-silence-finished-ms", "0"],
+    ["--end-silence-quiet-db", "0"],
+    ["--tts-phrase-cache-mb", "0"],
 ]
 
 
@@ -46,7 +47,10 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "speculative": ("+ ASR/LLM/TTS started during the endpointing pause", _all_but_first(3)),
     "fillers": ("+ filler line when late", _all_but_first(4)),
     "asr_window": ("+ whisper encodes a 10 s window, not 30 s", _all_but_first(5)),
-    "all": ("+ a finished sentence ends the turn after 300 ms of silence, not 500 (all techniques, the default)", []),
+    "finished_sentence": ("+ a finished sentence ends the turn after 300 ms of silence, not 500", _all_but_first(6)),
+    "silence_from_sound": ("+ end-of-turn silence counted from where the sound fell away, not from the VAD's decision",
+                           _all_but_first(7)),
+    "all": ("+ speech of short phrases said before kept (all techniques, the default)", []),
     "end_silence_400": ("all, with a 400 ms end-of-turn silence (adaptive, up to 640 ms) instead of 500",
                         ["--end-silence-ms", "400", "--adaptive-end-silence"]),
     "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),
@@ -54,7 +58,8 @@ STEPS: dict[str, tuple[str, list[str]]] = {
 
 
 def run_step(flags: list[str], duration_s: float, interval_s: float, workdir: Path, name: str) -> dict[str, Any]:
-    with server_process(*flags, "--max-connections-per-ip", "0") as server:
+    # the same seeded replies in every step: a step differs from the last only by its technique
+    with server_process(*flags, "--max-connections-per-ip", "0", "--llm-seed", "7") as server:
         report_path = workdir / f"{name}.json"
         loadtest_main([
             "--url", server.url, "--players", "1", "--duration", str(duration_s), "--turn-interval", str(interval_s),
@@ -108,18 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds of offered load per step.")
     parser.add_argument("--turn-interval", type=float, default=6.0, help="Mean seconds between the player's turns.")
     parser.add_argument("--naive-repeats", type=int, default=2, help="Passes of the naive chain over the corpus.")
-    parser.add_argument("--json", type=Path, default=Path("artifacts/techniques.json"), help="Where to write the figures.")
+    parser.add_argument("--json", type=Path, default=Path("artifacts/techniques.json"),
+                        help="Where to write the figures; each step's load-test report and plot go in a folder beside it.")
     args = parser.parse_args(argv)
     steps = [s for s in args.steps.split(",") if s]
     if unknown := set(steps) - set(STEPS):
         parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
 
     rows: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in steps:
-            print(f"step {name}: {STEPS[name][0]}", file=sys.stderr)
-            rows[name] = run_step(STEPS[name][1], args.duration, args.turn_interval, Path(tmp), name)
-            print(f"  {rows[name]}", file=sys.stderr)
+    reports = args.json.with_suffix("")  # artifacts/techniques/<step>.json and .png
+    reports.mkdir(parents=True, exist_ok=True)
+    for name in steps:
+        print(f"step {name}: {STEPS[name][0]}", file=sys.stderr)
+        rows[name] = run_step(STEPS[name][1], args.duration, args.turn_interval, reports, name)
+        print(f"  {rows[name]}", file=sys.stderr)
     print("naive chain...", file=sys.stderr)
     rows["naive"] = run_naive(args.naive_repeats)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ class Settings:
     asr_batch_max: int = _opt(8, "With ASR batching: most utterances decoded in one batch (also how many ASR calls may wait at once).")
     llm_prefix_cache: bool = _opt(True, "Keep the LLM's KV state of each persona's fixed prompt prefix, so a turn only prefills its new text.")
     llm_prefix_cache_tokens: int = _opt(16384, "With the prefix cache: tokens of KV state kept, all sessions together (each session's prompt and last reply, ~450 tokens). SmolLM2-135M in float32 needs 46 KB a token: 16384 = ~750 MB. Too few and every turn of a busy node prefills its whole prompt again (~0.5 s on a CPU core, stalling every batched reply).")
+    llm_seed: int = _opt(-1, "Seed reply sampling from this and the turn number, so the same conversation gets the same replies (for benchmarks that compare settings); -1 = fresh randomness for every reply.")
     llm_interleave: bool = _opt(True, "Without LLM batching: run concurrent replies token by token in turn on the LLM worker, so a new turn's first token never waits for whole replies of other players.")
     llm_batching: bool = _opt(True, "Decode concurrent replies together, one token of each per forward pass (continuous batching): on a 2-core CPU 4 replies cost 32 ms a step instead of 4 x 22 ms. With int8 on the CPU the rows of a step share one activation scale, so a batched reply can differ slightly from the same reply alone.")
     llm_batch_max: int = _opt(8, "With LLM batching: most replies decoded together; more wait for a place.")

@@ -283,7 +283,7 @@ class Session:
             turn=number,
             messages_for=lambda player_text: build_messages(persona, history, context, player_text),
             voice=persona.voice,
-            options=persona.generation_options(),
+            options=persona.generation_options(seed=self._reply_seed(number)),
             max_reply_words=persona.max_reply_words,
             early_first_clause=self.settings.early_first_clause,
             audio=audio,
@@ -292,6 +292,10 @@ class Session:
             # a 135M model does not reliably keep off forbidden topics: the designer's deflection answers them
             fixed_reply=lambda player_text: deflection_for(persona, player_text),
         )
+
+    def _reply_seed(self, number: int) -> int | None:
+        """With `llm_seed` set, turn N of every conversation samples alike (a speculative try and its commit too)."""
+        return None if self.settings.llm_seed < 0 else self.settings.llm_seed * 1_000_003 + number
 
     async def _begin_turn(
         self, *, started_at: float, audio: np.ndarray | None = None, text: str | None = None,

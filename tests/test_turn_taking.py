@@ -278,3 +278,21 @@ async def test_after_a_turn_the_next_prompt_start_is_prefilled_while_the_player_
     assert next_prompt[: len(next_start)] == next_start  # the second turn's prompt starts with it...
     assert len(next_start) > len(persona_start)  # ...and it holds the first exchange, not only the persona
     assert next_start[-1].role == "assistant" and next_start[-2].content.endswith("Do you shoe horses?")
+
+
+async def test_a_seeded_server_samples_turn_n_of_every_conversation_alike() -> None:
+    async def seeds(**settings: object) -> list[int | None]:
+        dialogue = FakeDialogue()
+        async for server in _serve(Backends(FakeTranscriber(), dialogue, FakeSynthesizer()), **settings):
+            for _ in range(2):  # two conversations of two typed turns each
+                async with connect(server.url) as ws:
+                    talk = Conversation(ws)
+                    await talk.start()
+                    for turn in (1, 2):
+                        await talk.send_json(type="text", text="Hello there.")
+                        await talk.until("turn_end", turn=turn)
+        return [options.seed for options in dialogue.options]
+
+    first, second, first_again, second_again = await seeds(llm_seed=5)
+    assert first == first_again and second == second_again and first != second
+    assert await seeds() == [None] * 4  # unseeded by default: fresh randomness every reply

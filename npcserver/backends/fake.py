@@ -44,6 +44,7 @@ class FakeDialogue:
         self.token_delay_s = token_delay_s
         self.reply = reply
         self.prompts: list[list[ChatMessage]] = []
+        self.options: list[GenerationOptions] = []
         self.fail_next = False
         self._lock = threading.Lock()
 
@@ -52,6 +53,7 @@ class FakeDialogue:
     ) -> Iterator[str]:
         with self._lock:
             self.prompts.append(list(messages))
+            self.options.append(options)
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("fake dialogue failure (scripted by a test)")
