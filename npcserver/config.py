@@ -62,7 +62,7 @@ class Settings:
     speculative: bool = _opt(True, "Start ASR, LLM and TTS during the player's pause, before the end of the turn is confirmed (output held back; dropped if the player goes on).")
     fillers: bool = _opt(True, "Play a persona's filler line (\"Hmm.\") when no reply audio has left by its latency budget.")
     false_interruption: str = _opt("resume", "When the player's voice cuts the NPC off but says nothing of substance (a cough, 'uh-huh'): 'resume' says the cut-off reply again from its current clause, 'drop' leaves it.", choices=("resume", "drop"))
-    adaptive_end_silence: bool = _opt(False, "Let the end-of-turn silence grow (up to 1.6x) for players who pause mid-sentence (see endpoint.py).")
+    adaptive_end_silence: bool = _opt(False, "Let the end-of-turn silence grow (up to 1.6x) for players who pause mid-sentence, and the finished-sentence wait rise to their usual pause + 50 ms (see endpoint.py).")
     # --- limits
     max_text_chars: int = _opt(500, "Longest typed line a client may send.")
     max_sessions: int = _opt(16, "Concurrent sessions this node takes; further players are refused with the next-best site named. Also its capacity in site lookups.")

@@ -208,12 +208,16 @@ class Endpointer:
     a turn becomes p90(pauses) + 150 ms, clamped to [end_silence_ms, end_silence_ms * 1.6]. It never
     drops below the configured value, so it can only make the NPC wait a little longer for players
     who are known to pause, and the longest extra wait is bounded (+60 %: 300 ms at the default).
+    The shorter wait of `end_pause_early()` adapts too: it becomes at least p90(pauses) + 50 ms (never
+    more than the end silence), so a player who pauses 350 ms after "Good morning," is not answered
+    there because the transcript so far looked finished.
     """
 
     ADAPTIVE_HISTORY = 20
     ADAPTIVE_MIN_PAUSES = 3
     ADAPTIVE_MARGIN_MS = 150.0
     ADAPTIVE_MAX_FACTOR = 1.6
+    ADAPTIVE_EARLY_MARGIN_MS = 50.0
 
     _pending: np.ndarray  # samples of a partial frame, waiting for the rest
     _pause_end_samples: int | None  # this pause ends the turn sooner (end_pause_early)
@@ -249,6 +253,7 @@ class Endpointer:
             raise ValueError(f"quiet_db must be positive (or None for no look-back), got {quiet_db}")
         self.quiet_db = quiet_db
         self._pauses_ms: deque[float] = deque(maxlen=self.ADAPTIVE_HISTORY)
+        self._usual_pause_ms: float | None = None  # adaptive, once enough pauses are known: their p90
         self._end_silence_ms = self.base_end_silence_ms
         self._end_silence_samples = _ms_to_samples(self._end_silence_ms)
         self._samples_seen = 0
@@ -292,6 +297,8 @@ class Endpointer:
         (at once, if it has already), unless speech resumes first. Only ever shortens the wait.
         """
         if self.paused_at is not None:
+            if self._usual_pause_ms is not None:  # adaptive: not shorter than this player's pauses
+                after_silence_ms = max(after_silence_ms, self._usual_pause_ms + self.ADAPTIVE_EARLY_MARGIN_MS)
             wanted = max(_ms_to_samples(after_silence_ms), self.trailing_samples)
             self._pause_end_samples = min(self._end_silence_samples, wanted)
 
@@ -478,7 +485,7 @@ class Endpointer:
     def _remember_pause(self, samples: int) -> None:
         self._pauses_ms.append(samples * 1000.0 / SAMPLE_RATE)
         if self.adaptive and len(self._pauses_ms) >= self.ADAPTIVE_MIN_PAUSES:
-            p90 = float(np.percentile(np.fromiter(self._pauses_ms, float), 90))
+            p90 = self._usual_pause_ms = float(np.percentile(np.fromiter(self._pauses_ms, float), 90))
             upper = self.base_end_silence_ms * self.ADAPTIVE_MAX_FACTOR
             self._end_silence_ms = min(max(p90 + self.ADAPTIVE_MARGIN_MS, self.base_end_silence_ms), upper)
         self._end_silence_samples = _ms_to_samples(self._end_silence_ms)

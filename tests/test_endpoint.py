@@ -334,6 +334,27 @@ def test_adaptive_end_silence_learns_from_being_cut_off_and_is_bounded() -> None
     assert endpointer_off.end_silence_ms == 500
 
 
+def test_adaptive_finished_sentence_wait_is_not_shorter_than_the_players_pauses() -> None:
+    def silence_that_ended_the_turn_ms(adaptive: bool) -> tuple[float, float]:
+        endpointer = Endpointer(FakeVad(), end_silence_ms=500, adaptive=adaptive)
+        history = [silence(300)]
+        for _ in range(4):  # this player pauses ~400 ms mid-sentence
+            history += [tone(600), silence(400)]
+        endpointer.feed(np.concatenate([*history, tone(600)]))
+        for frame in np.split(silence(1024), 32):  # then stops: 32 frames of silence, one at a time
+            for event in endpointer.feed(frame):
+                if isinstance(event, SpeechPaused):
+                    endpointer.end_pause_early(300)  # the pause's transcript reads as a finished sentence
+                if isinstance(event, TurnEnded):
+                    return event.endpoint_delay_ms, max(endpointer.recent_pauses_ms)
+        raise AssertionError("the turn did not end")
+
+    fixed, longest_pause = silence_that_ended_the_turn_ms(adaptive=False)
+    assert 300 <= fixed < longest_pause  # a pause like the player's earlier ones would have ended the turn
+    adapted, longest_pause = silence_that_ended_the_turn_ms(adaptive=True)
+    assert longest_pause + 50 <= adapted <= 500
+
+
 def test_fake_vad_is_loudness_mapped_to_probability() -> None:
     vad = FakeVad()
     assert vad.speech_probability(np.zeros(FRAME_SAMPLES, np.float32)) == 0.0
