@@ -25,6 +25,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from npcserver.audio import rms_dbfs
+
 SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512  # 32 ms: the frame size the Silero model was trained on at 16 kHz
 CONTEXT_SAMPLES = 64  # Silero v6 looks at the previous frame's last 64 samples too
@@ -399,11 +401,9 @@ class Endpointer:
         frame_start = self._audio_end
         self._keep_audio(frame)
         frame_end = self._audio_end
-        loudness = _dbfs(frame) if self.quiet_db is not None else 0.0
-        try:
-            self._classify(frame_start, frame_end, probability, loudness, events)
-        finally:
-            self._recent_dbfs.append(loudness)
+        loudness = rms_dbfs(frame) if self.quiet_db is not None else 0.0
+        self._classify(frame_start, frame_end, probability, loudness, events)
+        self._recent_dbfs.append(loudness)
 
     def _classify(
         self, frame_start: int, frame_end: int, probability: float, loudness: float, events: list[EndpointEvent]
@@ -515,12 +515,6 @@ class Endpointer:
             self._audio = [tail] if tail.size else []
             self._audio_start = self._audio_end - tail.size
         return turn
-
-
-def _dbfs(frame: np.ndarray) -> float:
-    """A frame's loudness: RMS in dB relative to full scale (-200 for digital silence)."""
-    mean_square = float(np.dot(frame, frame)) / frame.size
-    return 10.0 * np.log10(mean_square) if mean_square > 1e-20 else -200.0
 
 
 def utterance_contains(turn: TurnEnded, sample: int) -> bool:

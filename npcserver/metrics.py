@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.protocol import Error, TurnEnd
 
 # Turn timings are milliseconds on the wire; Prometheus wants seconds.
@@ -40,7 +41,7 @@ class LiveState:
     ready: Callable[[], bool]
     draining: Callable[[], bool]
     model_load: Callable[[], Mapping[str, Any]]  # stage -> StageLoad (pending, busy_seconds, calls)
-    phrase_cache: Callable[[], Any] = lambda: None  # the PhraseAudioCache (hits, misses, bytes), or None
+    phrase_cache: Callable[[], PhraseAudioCache | None] = lambda: None
 
 
 class _LiveCollector(Collector):
