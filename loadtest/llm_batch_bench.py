@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     dialogue = TransformersDialogue(
         resolve_llm_model(settings.llm_model, settings), device=device, threads=args.threads,
-        quantize=not args.no_int8,
+        precision="fp32" if args.no_int8 else "int8",
     )  # fmt: skip
     weights = "float16" if device == "cuda" else "fp32" if args.no_int8 else "int8"
     where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} thread(s)"

@@ -16,13 +16,16 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from npcserver.backends import Backends
 from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
+from npcserver.grounding import ReplyCheck
+from npcserver.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
+from npcserver.personas import Persona
 from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage
 from npcserver.scheduling import DeadlineExecutor
@@ -78,6 +81,9 @@ class ModelRunner:
         }
         # one voice for every session: the clause needed soonest goes first (see scheduling.py)
         self._executors["tts"] = DeadlineExecutor("tts")
+        if backends.embedder is not None:
+            self._executors["knowledge"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
+        self._knowledge: dict[tuple[str, str], KnowledgeIndex] = {}  # by persona id and version
         self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
@@ -109,6 +115,29 @@ class ModelRunner:
 
     async def transcribe(self, audio: np.ndarray) -> Transcript:
         return await self._call("asr", lambda: self.backends.transcriber.transcribe(audio))
+
+    async def look_up(self, persona: Persona, line: str) -> Lookup:
+        """The persona facts the line asks about (NOTHING_FOUND without an embedder)."""
+        embedder = self.backends.embedder
+        if embedder is None:
+            return NOTHING_FOUND
+
+        def look() -> Lookup:
+            key = (persona.id, persona.version)
+            index = self._knowledge.get(key)
+            if index is None or index.persona is not persona:
+                index = self._knowledge[key] = KnowledgeIndex(persona, embedder)  # ~100 ms, once a version
+            return index.lookup(line)
+
+        return await self._call("knowledge", look)
+
+    def knowledge_index(self, persona: Persona) -> None:
+        """Build the persona's fact index in the background, so its first turn does not wait for it."""
+        if self.backends.embedder is not None and (persona.id, persona.version) not in self._knowledge:
+            future = self._executors["knowledge"].submit(
+                lambda: self._knowledge.setdefault((persona.id, persona.version), KnowledgeIndex(persona, self.backends.embedder))  # type: ignore[arg-type]
+            )
+            future.add_done_callback(_log_prefill_failure)
 
     async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> np.ndarray:
         """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
@@ -223,7 +252,7 @@ Emit = Callable[[ServerMessage | bytes], Awaitable[None]]
 @dataclass
 class TurnRequest:
     turn: int
-    messages_for: Callable[[str], list[ChatMessage]]  # player text -> prompt (persona, history, context)
+    messages_for: Callable[[str, tuple[str, ...]], list[ChatMessage]]  # player text, facts -> prompt
     voice: VoiceSettings
     options: GenerationOptions
     max_reply_words: int
@@ -232,7 +261,10 @@ class TurnRequest:
     text: str | None = None
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
     fixed_reply: Callable[[str], str | None] | None = None  # player text -> a line to say instead of asking the LLM
+    fact_first: bool = True  # a line that asks for a fact hears it at once; the model goes on from it
     on_transcript: Callable[[str], None] | None = None  # told the player's words as soon as ASR has them
+    persona: Persona | None = None  # whose facts the reply is looked up in and checked against (None: neither)
+    context_text: str = ""  # the game context as the prompt shows it: a claim may come from it
 
 
 @dataclass
@@ -241,6 +273,7 @@ class TurnResult:
     reply_text: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     spoken_clauses: list[str] = field(default_factory=list)  # clauses whose audio was sent, in order
+    check: ReplyCheck | None = None  # what the grounding check held back or added
     resumed: bool = False  # a false interruption: the cut-off reply was said again instead of a new one
 
     def unheard_reply(self) -> str:
@@ -356,10 +389,19 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
     if request.fixed_reply is not None and (line := request.fixed_reply(result.player_text)):
         await _say(runner, request, out, result, line)  # e.g. the designer's deflection of a forbidden topic
         return
+    lookup = NOTHING_FOUND
+    if request.persona is not None and runner.backends.embedder is not None:  # no lookup, nothing to check by
+        started = time.perf_counter()
+        lookup = await runner.look_up(request.persona, result.player_text)
+        timings["knowledge_ms"] = _ms(time.perf_counter() - started)
+        if lookup.forbidden_topic is not None and request.persona.deflection:
+            await _say(runner, request, out, result, request.persona.deflection)
+            return
+        result.check = ReplyCheck(request.persona, lookup, result.player_text, request.context_text)
 
     clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
     async with asyncio.TaskGroup() as group:
-        group.create_task(_write_reply(runner, request, out, result, clauses))
+        group.create_task(_write_reply(runner, request, out, result, clauses, lookup))
         group.create_task(_speak_clauses(runner, request, out, result, clauses))
     await out.end_audio()
 
@@ -377,27 +419,48 @@ async def _say(runner: ModelRunner, request: TurnRequest, out: TurnOutput, resul
 
 
 async def _write_reply(
-    runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
+    runner: ModelRunner,
+    request: TurnRequest,
+    out: TurnOutput,
+    result: TurnResult,
+    clauses: asyncio.Queue[str | None],
+    lookup: Lookup = NOTHING_FOUND,
 ) -> None:
     # a one-word opener ("Aye," "Well,") is already sayable: the player hears the NPC a few tokens sooner
     splitter = ClauseSplitter(
         first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS, early_first_chunk=request.early_first_clause
     )
     limiter = ReplyLimiter(request.max_reply_words)
-    messages = request.messages_for(result.player_text)
+    check = result.check
+    lead = check.lead() if check is not None and request.fact_first else None
+    facts = (lookup.must_state.clause,) if lead and lookup.must_state else lookup.facts
+    messages = request.messages_for(result.player_text, facts)
+    options = request.options
+    if lead:
+        # the fact is said at once (cut like a first clause, so TTS starts on a few words); the model
+        # only goes on from it, within what is left of the word cap
+        lead_splitter = ClauseSplitter(first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS)
+        await _pass_on("", out, result, [], clauses, [*lead_splitter.push(lead), *lead_splitter.flush()])
+        messages = [*messages, ChatMessage("assistant", lead)]
+        left = max(0, request.max_reply_words - len(lead.split()))
+        options = replace(options, max_new_tokens=min(options.max_new_tokens, int(left * 1.5) + 4))
+        splitter = ClauseSplitter(first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS, early_first_chunk=False)
     llm_started = time.perf_counter()
     try:
-        async with contextlib.aclosing(runner.stream_reply(messages, request.options)) as pieces:
+        stopped = False
+        async with contextlib.aclosing(runner.stream_reply(messages, options)) as pieces:
             async for piece in pieces:
                 if "llm_first_token_ms" not in result.timings:
                     result.timings["llm_first_token_ms"] = _ms(time.perf_counter() - llm_started)
                 kept, done = limiter.accept(piece)
-                await _pass_on(kept, out, result, splitter, clauses)
-                if done:
+                stopped = await _pass_on(kept, out, result, splitter.push(kept), clauses)
+                if done or stopped:
                     break
-        await _pass_on(limiter.flush(), out, result, splitter, clauses)
-        for clause in splitter.flush():
-            await clauses.put(clause)
+        if not stopped:
+            rest = limiter.flush()
+            await _pass_on(rest, out, result, [*splitter.push(rest), *splitter.flush()], clauses)
+        if check is not None:
+            await _pass_on("", out, result, [], clauses, check.finish())
     finally:
         result.timings["llm_total_ms"] = _ms(time.perf_counter() - llm_started)
         with contextlib.suppress(asyncio.QueueFull):
@@ -405,15 +468,44 @@ async def _write_reply(
 
 
 async def _pass_on(
-    kept: str, out: TurnOutput, result: TurnResult, splitter: ClauseSplitter, clauses: asyncio.Queue[str | None]
-) -> None:
-    """Reply text the limiter let through goes to the client at once and to TTS clause by clause."""
-    if not kept:
-        return
-    result.reply_text += kept
-    await out.send(Reply(out.turn, kept))
-    for clause in splitter.push(kept):
+    kept: str,
+    out: TurnOutput,
+    result: TurnResult,
+    cut: list[str],
+    clauses: asyncio.Queue[str | None],
+    extra: list[str] | None = None,
+) -> bool:
+    """Reply text the limiter let through goes on to the client and to TTS clause by clause; True
+    when the grounding check stopped the reply.
+
+    `cut` holds the clauses `kept` completed. Without a check (`result.check` None) the text goes to
+    the client as it comes; with one, each clause is checked first and only what it lets through (or
+    says instead) is sent, a clause at a time.
+    """
+    check = result.check
+    if check is None:
+        if kept:
+            result.reply_text += kept
+            await out.send(Reply(out.turn, kept))
+        for clause in cut:
+            await clauses.put(clause)
+        return False
+    stop = False
+    spoken = list(extra or [])  # said by the check itself (the fact), not passed through it
+    for clause in cut:
+        accepted, stop = check.accept(clause)
+        spoken.extend(accepted)
+        if stop:
+            break
+    for clause in spoken:
+        clause = clean_for_speech(clause)  # the text shown is what is said: no "*smiles*", labels or emoji
+        if not clause:
+            continue
+        text = (" " if result.reply_text else "") + clause
+        result.reply_text += text
+        await out.send(Reply(out.turn, text))
         await clauses.put(clause)
+    return stop
 
 
 async def _speak_clauses(

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from npcserver.backends.base import ChatMessage
+from npcserver.knowledge import in_person
 from npcserver.personas import Persona
 
 MAX_PLAYER_CHARS = 300
@@ -126,8 +127,11 @@ def build_messages(
     history: Sequence[tuple[str, str]],
     context: Mapping[str, Any] | None,
     player_text: str,
+    facts: Sequence[str] = (),
 ) -> list[ChatMessage]:
-    """The chat for one turn. `history` holds earlier (player, npc) exchanges, oldest first."""
+    """The chat for one turn. `history` holds earlier (player, npc) exchanges, oldest first; `facts`
+    are the persona's facts that bear on the line (`knowledge.KnowledgeIndex`), said right after it,
+    where a small model attends (and after the cached prefix, so the prefix cache still pays)."""
     messages = persona_prefix(persona)
     for player, npc in remembered(history, persona.history_turns):
         player, npc = clean_text(player, MAX_HISTORY_CHARS), clean_text(npc, MAX_HISTORY_CHARS)
@@ -136,8 +140,16 @@ def build_messages(
             messages.append(ChatMessage("assistant", npc))
     line = clean_text(player_text, MAX_PLAYER_CHARS) or "..."
     note = context_note(persona, context)
-    messages.append(ChatMessage("user", f"[{note}]\n{line}" if note else line))
+    text = f"[{note}]\n{line}" if note else line
+    if facts:
+        text += "\n" + fact_note(persona, facts)
+    messages.append(ChatMessage("user", text))
     return messages
+
+
+def fact_note(persona: Persona, facts: Sequence[str]) -> str:
+    """The facts for this turn in the NPC's own words, for the model to answer from."""
+    return "(" + " ".join(_sentence(in_person(persona, fact, "first")) for fact in facts) + ")"
 
 
 def _sentence(text: str) -> str:

@@ -34,7 +34,8 @@ from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
-from npcserver.prompt import build_messages, deflection_for, persona_prefix, remembered
+from npcserver.persona_turn import persona_turn_request
+from npcserver.prompt import build_messages, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
     Context,
@@ -208,6 +209,7 @@ class Session:
         await self.emit(Ready(self.id, NpcInfo(persona.id, persona.name), out))
         log.info("session %s started: npc=%s rate=%d", self.id, persona.id, rate)
         self.services.runner.prefill(persona_prefix(persona), once_key=(persona.id, persona.version))
+        self.services.runner.knowledge_index(persona)
         if self.settings.fillers:
             self.services.fillers.warm(persona)
         if persona.greeting and message.greeting:
@@ -276,21 +278,17 @@ class Session:
         return Turn(number, TurnOutput(self.emit, number, result.timings, started_at, held=held), result)
 
     def _request(self, number: int, audio: np.ndarray | None = None, text: str | None = None) -> TurnRequest:
-        persona = self._persona()
-        history = remembered(self.history, persona.history_turns)
-        context = dict(self.context)
-        return TurnRequest(
+        return persona_turn_request(
+            self._persona(),
+            self.history,
+            self.context,
             turn=number,
-            messages_for=lambda player_text: build_messages(persona, history, context, player_text),
-            voice=persona.voice,
-            options=persona.generation_options(seed=self._reply_seed(number)),
-            max_reply_words=persona.max_reply_words,
+            seed=self._reply_seed(number),
             early_first_clause=self.settings.early_first_clause,
+            fact_first=self.settings.fact_first,
             audio=audio,
             text=text,
             resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and audio is not None else None,
-            # a 135M model does not reliably keep off forbidden topics: the designer's deflection answers them
-            fixed_reply=lambda player_text: deflection_for(persona, player_text),
         )
 
     def _reply_seed(self, number: int) -> int | None:

@@ -234,8 +234,8 @@ def test_prefix_cache_gives_the_same_greedy_reply_as_none(llm_folder: Path) -> N
     # prompt in two parts rounds differently from prefilling it at once (replies stay fluent).
     from npcserver.backends.transformers_llm import TransformersDialogue
 
-    cached = TransformersDialogue(llm_folder, device="cpu", threads=1, quantize=False, prefix_cache=True)
-    uncached = TransformersDialogue(llm_folder, device="cpu", threads=1, quantize=False, prefix_cache=False)
+    cached = TransformersDialogue(llm_folder, device="cpu", threads=1, precision="fp32", prefix_cache=True)
+    uncached = TransformersDialogue(llm_folder, device="cpu", threads=1, precision="fp32", prefix_cache=False)
     options = GenerationOptions(max_new_tokens=8, temperature=0.0)
     cached.prefill([BLACKSMITH[0]])  # what the server does when it loads a persona
     uncached.prefill([BLACKSMITH[0]])  # a no-op without a cache

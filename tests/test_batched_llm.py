@@ -29,7 +29,7 @@ GREEDY = GenerationOptions(max_new_tokens=24, temperature=0.0)
 def alone() -> TransformersDialogue:
     settings = Settings()
     prepare_models(settings)
-    return TransformersDialogue(resolve_llm_model(settings.llm_model, settings), threads=1, quantize=False)
+    return TransformersDialogue(resolve_llm_model(settings.llm_model, settings), threads=1, precision="fp32")
 
 
 @pytest.fixture

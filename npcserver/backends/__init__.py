@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from npcserver.backends.base import DialogueModel, Synthesizer, Transcriber
+from npcserver.backends.base import DialogueModel, SentenceEmbedder, Synthesizer, Transcriber
 from npcserver.config import Settings
 
 
@@ -13,14 +13,15 @@ class Backends:
     transcriber: Transcriber
     dialogue: DialogueModel
     synthesizer: Synthesizer
+    embedder: SentenceEmbedder | None = None  # finds the persona facts a line asks about; None: no lookup
 
 
 def create_backends(settings: Settings) -> Backends:
     """Load the models the settings name (blocking: seconds for real models)."""
     if settings.backend == "fake":
-        from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+        from npcserver.backends.fake import FakeDialogue, FakeEmbedder, FakeSynthesizer, FakeTranscriber
 
-        return Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer())
+        return Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer(), FakeEmbedder())
     from npcserver.models import load_real_backends
 
     return load_real_backends(settings)

@@ -76,3 +76,9 @@ class Synthesizer(Protocol):
     def sample_rate(self) -> int: ...
 
     def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray: ...
+
+
+class SentenceEmbedder(Protocol):
+    """Texts to unit vectors [len(texts), dim] float32, whose dot products say how alike they mean."""
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...

@@ -88,3 +88,25 @@ class FakeSynthesizer:
         n = int(0.05 * len(text) * FAKE_SAMPLE_RATE)
         t = np.arange(n) / FAKE_SAMPLE_RATE
         return (0.3 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype(np.int16)
+
+
+class FakeEmbedder:
+    """Bag-of-words vectors (hashed, unit length): lines sharing words are alike. No weights."""
+
+    DIMENSIONS = 256
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import re
+        import zlib
+
+        self.calls.append(list(texts))
+        vectors = np.zeros((len(texts), self.DIMENSIONS), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                if len(word) > 2:
+                    vectors[row, zlib.crc32(word.rstrip("s").encode()) % self.DIMENSIONS] += 1.0
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-9)

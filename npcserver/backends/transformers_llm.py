@@ -38,6 +38,7 @@ DEFAULT_PREFIX_CACHE_ENTRIES = 64
 # (transformers' TopPLogitsWarper) and drawing from it cost ~5 ms a token on one CPU thread, a
 # fifth of a decoding step; the top 64 cost 0.1 ms and hold the nucleus of any sensible reply.
 SAMPLING_CANDIDATES = 64
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
 def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -118,7 +119,7 @@ def _common_prefix_length(a: tuple[int, ...], b: list[int], limit: int) -> int:
 
 
 class TransformersDialogue:
-    """Implements `DialogueModel`. CPU: fp32 weights with int8 dynamic quantization; CUDA: float16."""
+    """Implements `DialogueModel`. `precision`: "fp32", "bf16", "fp16" or "int8" (dynamic, CPU only)."""
 
     def __init__(
         self,
@@ -126,7 +127,7 @@ class TransformersDialogue:
         device: str = "cpu",
         threads: int = 1,
         *,
-        quantize: bool = True,
+        precision: str = "fp32",
         prefix_cache: bool = True,
         prefix_cache_entries: int = DEFAULT_PREFIX_CACHE_ENTRIES,
         prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS,
@@ -140,10 +141,14 @@ class TransformersDialogue:
             # seen, and decoding grows that length every step: 59 ms a step on an H200, 17 without it.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        dtype = torch.float16 if self._device.type == "cuda" else torch.float32
-        model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype, local_files_only=True)
+        if precision not in _DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(_DTYPES)}, not {precision!r}")
+        if precision == "int8" and self._device.type != "cpu":
+            raise ValueError("int8 dynamic quantization runs on the CPU only")
+        self.precision = precision
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=_DTYPES[precision], local_files_only=True)
         model.eval()
-        if self._device.type == "cpu" and quantize:
+        if precision == "int8":
             model = _quantize_linear_int8(model)
         self._model: Any = model.to(self._device)
         self._end_ids = self._end_of_turn_ids()
@@ -161,8 +166,14 @@ class TransformersDialogue:
 
     def prompt_ids(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
         chat = [{"role": message.role, "content": message.content} for message in messages]
+        # a last assistant message is the start of the reply (a fact already said): the model goes on from it
+        go_on = add_generation_prompt and bool(messages) and messages[-1].role == "assistant"
         ids = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+            chat,
+            add_generation_prompt=add_generation_prompt and not go_on,
+            continue_final_message=go_on,
+            tokenize=True,
+            return_dict=False,
         )
         return list(ids)
 

@@ -1,0 +1,143 @@
+"""Keeping a reply to what the persona knows, clause by clause, before anything is spoken. Pure.
+
+The model writes; this decides what of it may be said:
+- a clause that claims a number, coin, direction or name that neither the facts shown for this turn,
+  the persona's own description, the player's line nor the game context holds is never spoken
+  ("Three gold, I reckon." when the fact says 3 silver): the reply stops there, and the fact the
+  line asked about is said instead;
+- when the line clearly asked for a fact (`Lookup.must_state`) and the reply's first sentence did not
+  state it, the model stops and the NPC says the fact itself, in the first person.
+So a wrong fact is never worse than a missing one, and a missing one is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from npcserver.claims import claims_of, normalise_for_matching, unsupported, vocabulary
+from npcserver.knowledge import FactMatch, Lookup, known_words, spoken_fact
+from npcserver.personas import Persona
+
+_SENTENCE_END = (".", "!", "?", "…")
+
+
+def states(text: str, fact_clause: str, speaker: str = "") -> bool:
+    """Whether `text` says what the fact clause says: every number, coin, direction and name of it
+    (the speaker's own name aside: the NPC says "I"), or, for a fact without such claims, most of
+    its content words."""
+    wanted = claims_of(fact_clause)
+    own = {word.lower() for word in speaker.split()}
+    wanted = replace(wanted, names=frozenset(name for name in wanted.names if name not in own))
+    said = vocabulary(text)
+    if wanted:
+        return not unsupported(wanted, said)
+    words = [w for w in normalise_for_matching(fact_clause).split() if len(w) > 3]
+    if not words:
+        return True
+    return sum(w in said or w.rstrip("s") in said for w in words) >= max(1, (len(words) + 1) // 2)
+
+
+@dataclass
+class ReplyCheck:
+    """The check of one reply: feed it each clause before it is spoken."""
+
+    persona: Persona
+    lookup: Lookup
+    player_text: str
+    context_text: str = ""
+    said: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # clauses held back, for logs and benchmarks
+    corrected: bool = False  # the fact was said by the check, not by the model
+
+    def __post_init__(self) -> None:
+        # asked for one fact, the reply may state that one only: "A new axe costs 30 silver" is no
+        # answer to "what does a repair cost?", even though it is another true fact
+        # another true fact: and not a number of the persona's story either ("thirty years" at the forge)
+        if self.lookup.must_state:
+            sources = (self.persona.name, self.persona.role, self.lookup.must_state.clause)
+        else:
+            sources = known_words(self.persona, self.lookup.facts)
+        self._known = vocabulary(*sources, self.player_text, self.context_text)
+
+    def accept(self, clause: str) -> tuple[list[str], bool]:
+        """The clauses to speak in place of `clause`, and whether the model should stop writing."""
+        if _parrots(clause, self.player_text):  # "Pour me one of your ales, friend." said back to the player
+            self.dropped.append(clause)
+            return [], False
+        claims = claims_of(clause)
+        if not self.lookup.matches:  # small talk: "Good day, Traveller" names no one the facts know
+            claims = replace(claims, names=frozenset())
+        if unsupported(claims, self._known):
+            self.dropped.append(clause)
+            return self._with_fact(), True
+        need = self.lookup.must_state
+        if need is not None and self._fact_missing():
+            # the fact must fit under the word cap after what the model said: say it now if it would not
+            fact_words = len(spoken_fact(self.persona, need).split())
+            if _words(self.said) + len(clause.split()) + fact_words > self.persona.max_reply_words:
+                return self._with_fact(), True
+        if self.said and _words(self.said) + len(clause.split()) > self.persona.max_reply_words:
+            self.dropped.append(clause)
+            return [], True
+        self.said.append(clause)
+        finished_sentence = clause.rstrip().rstrip("\"'”)").endswith(_SENTENCE_END)
+        if finished_sentence and need is not None:
+            # a reply to a question about a fact is that fact: it stops at the sentence that has it
+            return ([clause, *self._with_fact()] if self._fact_missing() else [clause]), True
+        return [clause], False
+
+    def lead(self) -> str | None:
+        """The fact the line asked for, to say before the model writes anything (None: nothing asked).
+        The model then only goes on from it, so the answer comes first and at TTS speed."""
+        need = self.lookup.must_state
+        if need is None:
+            return None
+        line = spoken_fact(self.persona, need)
+        self.said.append(line)
+        self.corrected = True
+        return line
+
+    def finish(self) -> list[str]:
+        """The clauses to add when the model has stopped (the fact, if it is still missing; with nothing
+        said and no fact to say, the first clause held back for a made-up name rather than silence)."""
+        added = self._with_fact() if self._fact_missing() or not self.said else []
+        if not self.said and self.persona.greeting:
+            added = [self.persona.greeting]  # every clause was held back: a line in the NPC's own voice
+            self.said.extend(added)
+        return added
+
+    def _fact_missing(self) -> bool:
+        need = self.lookup.must_state
+        return need is not None and not states(" ".join(self.said), need.clause, self.persona.name)
+
+    def _with_fact(self) -> list[str]:
+        need: FactMatch | None = self.lookup.must_state or (self.lookup.matches[0] if self.lookup.matches else None)
+        if need is None or (self.said and states(" ".join(self.said), need.clause, self.persona.name)):
+            return []
+        line = spoken_fact(self.persona, need)
+        self.said.append(line)
+        self.corrected = True
+        return [line]
+
+
+def unsupported_claims(persona: Persona, lookup: Lookup, player_text: str, texts: Iterable[str]) -> list[str]:
+    """The claims of `texts` that nothing known backs (for benchmarks: what the check would drop)."""
+    known = vocabulary(*known_words(persona, lookup.facts), player_text)
+    return [claim for text in texts for claim in unsupported(claims_of(text), known)]
+
+
+def _parrots(clause: str, player_text: str) -> bool:
+    """Four words in a row of the player's line, or a clause opening with three of them ("Riding out
+    north," to "I'm riding out north tomorrow"): the small model echoes instead of answering."""
+    said = normalise_for_matching(player_text).split()
+    mine = normalise_for_matching(clause).split()
+    fours = {tuple(said[i : i + 4]) for i in range(len(said) - 3)}
+    threes = {tuple(said[i : i + 3]) for i in range(len(said) - 2)}
+    return any(tuple(mine[i : i + 4]) in fours for i in range(len(mine) - 3)) or (
+        len(mine) >= 3 and tuple(mine[:3]) in threes
+    )
+
+
+def _words(clauses: list[str]) -> int:
+    return sum(len(clause.split()) for clause in clauses)

@@ -1,0 +1,206 @@
+"""Which of a persona's facts bear on the player's line, and how the NPC says a fact itself.
+
+A 135M model does not find the one fact that answers a question in a system prompt of ten; it
+uses a fact put next to the question far more often (see README, "Grounded replies"). So each
+turn looks up the facts nearest the player's line with a sentence-embedding model and puts them
+into the turn, after the cached persona prompt. Facts are indexed clause by clause ("A room costs
+3 silver; a bowl of stew costs 1 silver." answers two questions) and in the second person ("Your
+late husband Ulf built the forge"), the way a player asks ("Did you build this forge?").
+
+The index is built once per persona version; a lookup costs one embedding of the line (~20 ms on
+one CPU thread for MiniLM-L6) and runs on the embedder's own worker, never on the event loop.
+Forbidden topics are indexed too, so "what's in your basement?" can get the cellar's deflection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from npcserver.backends.base import SentenceEmbedder
+from npcserver.personas import Persona
+
+# Measured on loadtest/dialogue_questions.toml (75 fact questions, 20 small-talk lines, MiniLM-L6):
+# a fact question's best fact scores 0.23 at p10 and 0.38 at p50; small talk reaches 0.3-0.5 when
+# it names something a fact mentions ("Quiet day at the gate?" -> when the gate closes). Saying a
+# near fact to small talk costs little; missing the fact a question asked for is the failure, so the
+# bar is low: from FACT_CONFIDENT (FACT_QUESTION for a question) a reply must state the best fact.
+FACT_SHOWN = 0.2
+FACT_CONFIDENT = 0.3
+FACT_QUESTION = 0.25
+FACTS_IN_PROMPT = 2
+# A line nearer a forbidden topic than this, and nearer it than any fact, gets the deflection: on the
+# benchmark, forbidden-topic lines score 0.36 at p50, fact questions at most 0.39 (but nearer a fact),
+# small talk at most 0.31.
+TOPIC_FORBIDDEN = 0.33
+
+_QUESTION_OPENERS = re.compile(
+    r"^(?:\W*)(?:what|what's|whats|who|who's|whom|whose|where|where's|when|why|how|how's|which|is|are|was|were|"
+    r"do|does|did|can|could|will|would|should|shall|may|have|has|any|got|tell|know)\b",
+    re.IGNORECASE,
+)
+
+
+def is_question(line: str) -> bool:
+    """A question or a request for information ("Tell me about...", "I need rope, how much?")."""
+    return "?" in line or _QUESTION_OPENERS.match(line.strip()) is not None or " how much" in line.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class FactMatch:
+    fact: int  # index into persona.facts
+    clause: str  # the clause of that fact nearest the line, as written
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the knowledge index found for one player line."""
+
+    matches: tuple[FactMatch, ...]  # best first, at most FACTS_IN_PROMPT, each scoring >= FACT_SHOWN
+    must_state: FactMatch | None  # the fact the reply has to state (the line clearly asks for it)
+    forbidden_topic: str | None  # a forbidden topic the line is about
+
+    @property
+    def facts(self) -> tuple[str, ...]:
+        return tuple(match.clause for match in self.matches)
+
+
+NOTHING_FOUND = Lookup((), None, None)
+
+
+def clauses_of(fact: str) -> list[str]:
+    """'A costs 3; b costs 1.' -> ['A costs 3.', 'b costs 1.']: each part of a fact joined by ';'."""
+    parts = [part.strip().rstrip(".") for part in fact.split(";") if part.strip()]
+    return [part[0].upper() + part[1:] + "." for part in parts] if parts else [fact]
+
+
+def _name_forms(persona: Persona) -> list[str]:
+    forms = {persona.name, *persona.name.split()}
+    return sorted((form for form in forms if len(form) > 1), key=len, reverse=True)
+
+
+_THIRD_SUBJECT = r"(?:she|he)"
+
+
+def _base_verb(verb: str) -> str:
+    """Third person singular -> the form after "I": forges -> forge, carries -> carry, is -> am."""
+    lower = verb.lower()
+    irregular = {"is": "am", "has": "have", "does": "do", "was": "was", "goes": "go"}
+    if lower in irregular:
+        return irregular[lower]
+    if lower.endswith("ies") and len(lower) > 4:
+        return verb[:-3] + "y"
+    if re.search(r"(?:ch|sh|ss|x|z|o)es$", lower):
+        return verb[:-2]
+    if lower.endswith("s") and not lower.endswith("ss"):
+        return verb[:-1]
+    return verb
+
+
+def in_person(persona: Persona, text: str, person: str) -> str:
+    """A fact about the persona re-said in the first person ("I", as the NPC says it) or the second
+    ("you", as the player asks): "Greta's iron comes from..." -> "My iron comes from..."."""
+    me, my, subject = ("I", "my", "i") if person == "first" else ("you", "your", "you")
+    names = "|".join(re.escape(form) for form in _name_forms(persona))
+    # the persona as the subject of a verb: "Pip sells" / "She grows" -> "I sell"; "you sell"
+    def subject_verb(match: re.Match[str]) -> str:
+        verb = match.group(2)
+        if person == "first":
+            verb = _base_verb(verb)
+        elif verb.lower() in ("is", "was"):
+            verb = {"is": "are", "was": "were"}[verb.lower()]
+        elif verb.lower() in ("has", "does"):
+            verb = {"has": "have", "does": "do"}[verb.lower()]
+        else:
+            verb = _base_verb(verb) if verb.lower() != "am" else verb
+        return f"{me if subject == 'i' else 'you'} {verb}"
+
+    pattern = rf"\b(?:{names}|{_THIRD_SUBJECT})\b(?!')\s+(?:(not|never|always|also|only)\s+)?([a-z]+)"
+
+    def with_adverb(match: re.Match[str]) -> str:
+        adverb = match.group(1)
+        if adverb:  # "She does not" is matched as subject + "does"; an adverb keeps the verb as is
+            return f"{me if subject == 'i' else 'you'} {adverb} {_base_verb(match.group(2)) if person == 'first' else match.group(2)}"
+        return subject_verb(match)
+
+    text = re.sub(pattern, with_adverb, text, flags=re.IGNORECASE)
+    if names:
+        text = re.sub(rf"\b(?:{names})'s\b", my, text)
+        text = re.sub(rf"\b(?:{names})\b", me if person == "first" else "you", text)
+    text = re.sub(r"\b(?:her|his)\b", my, text, flags=re.IGNORECASE)
+    text = re.sub(r"\b(?:herself|himself)\b", "myself" if person == "first" else "yourself", text, flags=re.IGNORECASE)
+    text = re.sub(r"\bI does\b", "I do", text)
+    return text[:1].upper() + text[1:] if text else text
+
+
+class KnowledgeIndex:
+    """The persona's facts and forbidden topics as unit vectors, for one persona version."""
+
+    def __init__(self, persona: Persona, embedder: SentenceEmbedder) -> None:
+        self.persona = persona
+        self._embedder = embedder
+        self._clauses: list[tuple[int, str]] = [
+            (index, clause) for index, fact in enumerate(persona.facts) for clause in clauses_of(fact)
+        ]
+        # a fact with several clauses is also indexed whole: "what does food cost here?" may match the whole best
+        whole = [(index, fact) for index, fact in enumerate(persona.facts) if len(clauses_of(fact)) > 1]
+        texts = [in_person(persona, clause, "second") for _, clause in self._clauses + whole]
+        self._owners = [index for index, _ in self._clauses + whole]
+        self._shown = [clause for _, clause in self._clauses] + [fact for _, fact in whole]
+        self._vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        topics = [f"Tell me about {topic}." for topic in persona.forbidden_topics] + [
+            f"What about {topic}?" for topic in persona.forbidden_topics
+        ]
+        self._topic_vectors = embedder.embed(topics) if topics else np.zeros((0, 1), dtype=np.float32)
+
+    def lookup(self, line: str) -> Lookup:
+        """The facts nearest the line (blocking: one embedding)."""
+        if not line.strip() or (not self._shown and not self.persona.forbidden_topics):
+            return NOTHING_FOUND
+        query = self._embedder.embed([self._without_own_name(line)])[0]
+        topic, topic_score = None, -1.0
+        if len(self._topic_vectors):
+            topic_scores = self._topic_vectors @ query
+            topic_score = float(topic_scores.max())
+            if topic_score >= TOPIC_FORBIDDEN:
+                topic = self.persona.forbidden_topics[int(topic_scores.argmax()) % len(self.persona.forbidden_topics)]
+        if not self._shown:
+            return Lookup((), None, topic)
+        scores = self._vectors @ query
+        if topic is not None and float(scores.max()) >= topic_score:
+            topic = None  # "which herbs ease pain?" is nearer a fact than the topic "poisons"
+        best_per_fact: dict[int, FactMatch] = {}
+        for row in np.argsort(-scores):
+            owner, score = self._owners[row], float(scores[row])
+            if owner not in best_per_fact:
+                best_per_fact[owner] = FactMatch(owner, self._shown[row], score)
+        ranked = sorted(best_per_fact.values(), key=lambda match: -match.score)
+        shown = tuple(match for match in ranked[:FACTS_IN_PROMPT] if match.score >= FACT_SHOWN)
+        best = shown[0] if shown else None
+        asked = best is not None and (
+            best.score >= FACT_CONFIDENT or (best.score >= FACT_QUESTION and is_question(line))
+        )
+        return Lookup(shown, best if asked else None, topic)
+
+    def _without_own_name(self, line: str) -> str:
+        # "Morning, Pip!" is not a question about Pip's facts: the name draws every fact that names him
+        for form in _name_forms(self.persona):
+            line = re.sub(rf",?\s*\b{re.escape(form)}\b", "", line)
+        return line
+
+
+def spoken_fact(persona: Persona, match: FactMatch) -> str:
+    """The fact as the NPC says it: first person, one sentence."""
+    sentence = in_person(persona, match.clause, "first").strip()
+    return sentence if sentence[-1:] in ".!?" else sentence + "."
+
+
+def known_words(persona: Persona, facts: Sequence[str]) -> tuple[str, ...]:
+    """The persona texts a reply's claims may come from, beside the player's line and the game context."""
+    # not the example lines: their prices are other questions' answers ("Three silver" for a room)
+    return (persona.name, persona.role, persona.description, persona.speaking_style, persona.greeting or "",
+            persona.deflection or "", *facts)  # fmt: skip

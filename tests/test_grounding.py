@@ -1,0 +1,162 @@
+"""Grounded replies without a model: claims, the fact lookup (fake embedder), person rewriting,
+and the clause-by-clause check that keeps made-up values unsaid and adds the fact asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from npcserver.backends.fake import FakeEmbedder
+from npcserver.claims import claims_of, says, words_to_digits
+from npcserver.grounding import ReplyCheck, states
+from npcserver.knowledge import FactMatch, KnowledgeIndex, Lookup, clauses_of, in_person, is_question, spoken_fact
+from npcserver.personas import Persona, load_persona_file
+
+VOICES = Path(__file__).resolve().parent.parent / "voices"
+
+
+def persona(pid: str) -> Persona:
+    loaded = load_persona_file(VOICES / f"{pid}.toml").persona
+    assert loaded is not None
+    return loaded
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [
+        ("Three silver a night", "3 silver a night"),
+        ("thirty-five coins", "35 coins"),
+        ("a hundred and ten", "a 100 and 10"),
+        ("the one I like, lucky one", "the one I like, lucky one"),
+        ("one silver for stew", "1 silver for stew"),
+    ],
+)
+def test_number_words_read_as_digits_and_one_only_before_a_unit(text: str, digits: str) -> None:
+    assert words_to_digits(text) == digits
+
+
+def test_claims_are_numbers_coins_directions_and_names_not_sentence_openers() -> None:
+    claims = claims_of("Three gold, friend. Ask Dame Elsbeth on the eastern road. Good day.")
+    assert claims.numbers == {"3"} and claims.coins == {"gold"} and claims.directions == {"east"}
+    assert claims.names == {"dame", "elsbeth"}  # "Ask" and "Good" open sentences, "Three" opens the reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "pattern", "expected"),
+    [
+        ("Three silver, breakfast included.", "3 silver", True),
+        ("Thirty silver.", "3 silver", False),
+        ("At sundown, citizen.", "/sundown|dusk/", True),
+        ("Swords and axes", "sword", True),
+        ("Dame Elsbeth commands us.", "elsbeth", True),
+    ],
+)
+def test_says_matches_whole_words_number_words_and_patterns(reply: str, pattern: str, expected: bool) -> None:
+    assert says(reply, pattern) is expected
+
+
+def test_facts_split_into_clauses_and_rewritten_in_first_and_second_person() -> None:
+    greta, pip = persona("greta_blacksmith"), persona("pip_merchant")
+    assert clauses_of("A plain sword costs 40 silver; repairs cost 5 silver.") == [
+        "A plain sword costs 40 silver.",
+        "Repairs cost 5 silver.",
+    ]
+    assert in_person(greta, "Her late husband Ulf built the forge.", "first") == "My late husband Ulf built the forge."
+    assert in_person(greta, "She does not forge armour.", "first") == "I do not forge armour."
+    assert in_person(pip, "Pip sells rope, lanterns and maps.", "first") == "I sell rope, lanterns and maps."
+    assert in_person(pip, "Pip's cart is pulled by a donkey.", "first") == "My cart is pulled by a donkey."
+    assert in_person(pip, "Pip leaves town at the end of the week.", "second") == "You leave town at the end of the week."
+    assert in_person(persona("maren_healer"), "Maren gathers herbs by the river.", "first") == "I gather herbs by the river."
+
+
+def test_lookup_finds_the_fact_a_question_names_and_nothing_for_small_talk() -> None:
+    bram = persona("bram_innkeeper")
+    index = KnowledgeIndex(bram, FakeEmbedder())
+    found = index.lookup("What does a mug of ale cost?")
+    assert found.must_state is not None and "2 copper" in found.must_state.clause
+    assert found.facts[0] == found.must_state.clause
+    assert index.lookup("Lovely!").must_state is None
+    assert index.lookup("").matches == ()
+
+
+def test_lookup_answers_a_forbidden_topic_with_the_topic() -> None:
+    index = KnowledgeIndex(persona("bram_innkeeper"), FakeEmbedder())
+    assert index.lookup("Tell me about the cellar.").forbidden_topic == "the cellar"
+
+
+def test_questions_and_requests_are_told_from_statements() -> None:
+    assert is_question("Who runs this place")
+    assert is_question("I need rope, how much is it")
+    assert not is_question("Lovely weather.")
+
+
+def _asked(p: Persona, clause: str) -> Lookup:
+    match = FactMatch(0, clause, 0.9)
+    return Lookup((match,), match, None)
+
+
+def test_a_clause_with_a_made_up_price_is_never_said_and_the_fact_is_said_instead() -> None:
+    bram = persona("bram_innkeeper")
+    check = ReplyCheck(bram, _asked(bram, "A room for the night costs 3 silver."), "How much for a bed?")
+    said, stop = check.accept("Amber.")
+    assert said == ["Amber.", "A room for the night costs 3 silver."] and stop  # a sentence without the fact
+    check = ReplyCheck(bram, _asked(bram, "A room for the night costs 3 silver."), "How much for a bed?")
+    said, stop = check.accept("Gold, I reckon,")
+    assert said == ["A room for the night costs 3 silver."] and stop
+    assert check.dropped == ["Gold, I reckon,"] and check.corrected
+
+
+def test_a_reply_that_states_the_fact_is_left_alone_and_ends_with_its_sentence() -> None:
+    bram = persona("bram_innkeeper")
+    check = ReplyCheck(bram, _asked(bram, "A room for the night costs 3 silver."), "How much for a bed?")
+    assert check.accept("Three silver a night, friend.") == (["Three silver a night, friend."], True)
+    assert check.finish() == [] and not check.corrected
+
+
+def test_the_fact_is_added_when_the_model_ends_without_it() -> None:
+    rolf = persona("rolf_guard")
+    check = ReplyCheck(rolf, _asked(rolf, "The captain of the guard is Dame Elsbeth."), "Who's your boss?")
+    assert check.accept("The captain,") == (["The captain,"], False)
+    assert check.finish() == ["The captain of the guard is Dame Elsbeth."]
+
+
+def test_an_answer_asked_for_one_fact_may_not_state_another_facts_price() -> None:
+    greta = persona("greta_blacksmith")
+    check = ReplyCheck(greta, _asked(greta, "Repairs cost 5 silver."), "What does a repair cost?")
+    said, _ = check.accept("A new axe costs 30 silver.")
+    assert said == ["Repairs cost 5 silver."]
+
+
+def test_the_added_fact_keeps_the_reply_under_the_word_cap() -> None:
+    rolf = persona("rolf_guard")  # 20 words at most
+    check = ReplyCheck(rolf, _asked(rolf, "The captain of the guard is Dame Elsbeth."), "Who leads you?")
+    check.accept("Orders come from above, citizen, as they always have")
+    said, stop = check.accept("and always will in this village of ours")
+    assert said == ["The captain of the guard is Dame Elsbeth."] and stop
+    assert sum(len(c.split()) for c in check.said) <= rolf.max_reply_words
+
+
+def test_echoing_the_player_is_dropped() -> None:
+    bram = persona("bram_innkeeper")
+    check = ReplyCheck(bram, Lookup((), None, None), "I'm riding out north first thing tomorrow.")
+    assert check.accept("Riding out north,") == ([], False)
+
+
+def test_small_talk_may_name_people_but_not_invent_prices() -> None:
+    bram = persona("bram_innkeeper")
+    check = ReplyCheck(bram, Lookup((), None, None), "Evening!")
+    assert check.accept("Good evening, Traveller!")[0] == ["Good evening, Traveller!"]
+    said, stop = check.accept("Ale is 9 gold tonight.")
+    assert said == [] and stop
+
+
+def test_states_ignores_the_speakers_own_name() -> None:
+    assert states("The rarest spice I sell is saffron, at 6 silver a pinch.",
+                  "The rarest spice Pip sells is saffron, at 6 silver a pinch.", "Pip")
+    assert not states("Saffron, 9 silver.", "The rarest spice Pip sells is saffron, at 6 silver a pinch.", "Pip")
+
+
+def test_spoken_fact_is_one_first_person_sentence() -> None:
+    greta = persona("greta_blacksmith")
+    assert spoken_fact(greta, FactMatch(0, "Her apprentice is a boy named Tomas", 1.0)) == "My apprentice is a boy named Tomas."
