@@ -1,4 +1,4 @@
-"""Command line: `npcserver serve | prepare | personas check | personas schema | chat | say`."""
+"""Command line: `npcserver serve | prepare | personas check|schema|test | chat | say | token`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from npcserver.config import ENV_PREFIX, SECTIONS, Settings, SettingsError, load_settings, setting_fields
+from npcserver import persona_cli
 from npcserver.logs import configure_logging
 
 DESCRIPTION = """\
@@ -58,13 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Locate and prepare every model the settings name; later starts reuse the cache.")
     _add_settings_options(prepare)
 
-    personas = commands.add_parser("personas", help="Check persona files, or print their JSON Schema.")
-    persona_commands = personas.add_subparsers(dest="personas_command", required=True, metavar="ACTION")
-    check = persona_commands.add_parser("check", help="Validate persona files; exit 1 on any error.",
-                                        description="Validate persona files (default: every *.toml in --voices). Prints every error of every file with file, field and line.")
-    check.add_argument("paths", nargs="*", type=Path, help="Files or folders to check.")
-    check.add_argument("--voices", type=Path, default=None, help="The voices folder (default: ./voices, env NPCSERVER_VOICES).")
-    persona_commands.add_parser("schema", help="Print the JSON Schema of the persona format.")
+    persona_cli.add_personas_parser(commands, _add_settings_options)
 
     chat = commands.add_parser("chat", help="Text conversation with an NPC in the terminal (real model, no audio).")
     chat.add_argument("npc", help="Persona id, e.g. greta_blacksmith.")
@@ -100,12 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local packages, never from a hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.command == "personas":
-        from npcserver import persona_cli
-
-        if args.personas_command == "schema":
-            return persona_cli.schema_command()
-        voices = args.voices or Path(os.environ.get(ENV_PREFIX + "VOICES", "voices"))
-        return persona_cli.check_command(args.paths, voices)
+        return persona_cli.run_personas(args, _settings)
 
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_json)

@@ -1,17 +1,19 @@
-"""The `npcserver personas ...` commands: `check [PATH...]` and `schema [--write FILE]`.
+"""The `npcserver personas ...` commands: `check [PATH...]`, `schema [--write FILE]` and `test [ID] [--runs N]`.
 
-`cli.py` wires them in with `add_personas_parser(subparsers)` and dispatches to `run_personas(args)`;
-`python -m npcserver.persona_cli` runs them on their own.
+This is their only parser: `cli.py` wires it in with `add_personas_parser(subparsers, ...)` and
+dispatches to `run_personas(args, settings_for)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from npcserver.personas import (
     DEFAULT_VOICE,
@@ -67,10 +69,53 @@ def check_command(
     return 0
 
 
-def add_personas_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def test_command(settings: Any, npc: str | None, runs: int, seed: int | None, out: TextIO | None = None) -> int:
+    """Run personas' [[tests]] against the real models; 0 when every persona passes >= 90 %, else 1."""
+    import asyncio
+
+    from npcserver.backends import create_backends
+    from npcserver.persona_store import PersonaStore
+    from npcserver.persona_tests import pass_rate, report_lines, run_persona_tests
+    from npcserver.pipeline import ModelRunner
+
+    out = out or sys.stdout
+    store = PersonaStore(settings.voices)
+    store.reload_changed()
+    ids = [npc] if npc else sorted(store.ids())
+    missing = [i for i in ids if store.get(i) is None]
+    if missing:
+        known = ", ".join(sorted(store.ids())) or "none"
+        print(f"npcserver: no persona {missing[0]!r} in {settings.voices} (known: {known}); "
+              "`npcserver personas check` explains broken files", file=sys.stderr)
+        return 2
+    print("loading models...", file=sys.stderr, flush=True)
+    runner = ModelRunner(create_backends(settings))
+    worst = 1.0
+    try:
+        for persona_id in ids:
+            persona = store.get(persona_id)
+            assert persona is not None
+            if not persona.tests:
+                print(f"{persona_id}: no [[tests]] (voices/README.md shows how to write them)", file=out)
+                continue
+            outcomes = asyncio.run(run_persona_tests(runner, persona, runs=runs, seed=seed))
+            print("\n".join(report_lines(persona, outcomes)), file=out, flush=True)
+            worst = min(worst, pass_rate(outcomes))
+    finally:
+        runner.close()
+    return 0 if worst >= PASSING_RATE else 1
+
+
+PASSING_RATE = 0.9
+
+
+def add_personas_parser(
+    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_settings_options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "personas",
-        help="Check persona files, or print their JSON Schema.",
+        help="Check persona files, print their JSON Schema, or run their self-tests.",
         description="Tools for the NPC persona files in voices/.",
     )
     commands = parser.add_subparsers(dest="personas_command", required=True)
@@ -89,6 +134,19 @@ def add_personas_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     check.add_argument(
         "--tts-voice", default=DEFAULT_VOICE, help="Voice for personas that name none (as `serve --tts-voice`)."
     )
+    check.add_argument("--voices", type=Path, default=None,
+                       help="The voices folder checked when no PATH is given (default: ./voices, env NPCSERVER_VOICES).")
+    test = commands.add_parser(
+        "test",
+        help="Run personas' [[tests]] against the real model; print pass rates and failing replies.",
+        description="Ask each [[tests]] line of a persona (or of every persona) through the server's own turn code with "
+        "the real models, and check the reply. Exit status 1 when a persona passes under 90 %.",
+    )
+    test.add_argument("npc", nargs="?", help="Persona id (default: every persona in the voices folder).")
+    test.add_argument("--runs", type=int, default=3, help="Ask every line this many times (replies are sampled; default 3).")
+    test.add_argument("--seed", type=int, default=None, help="Seed the sampling, so a run repeats (default: fresh each run).")
+    if add_settings_options is not None:
+        add_settings_options(test)
     schema = commands.add_parser(
         "schema",
         help="Print the JSON Schema of persona files (for editor completion).",
@@ -100,9 +158,14 @@ def add_personas_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     return parser
 
 
-def run_personas(args: argparse.Namespace) -> int:
+def run_personas(args: argparse.Namespace, settings_for: Callable[[argparse.Namespace], Any] | None = None) -> int:
     if args.personas_command == "check":
-        return check_command(args.paths, default_voice=args.tts_voice)
+        voices = args.voices or Path(os.environ.get("NPCSERVER_VOICES", str(DEFAULT_VOICES_DIR)))
+        return check_command(args.paths, voices, default_voice=args.tts_voice)
+    if args.personas_command == "test":
+        if settings_for is None:
+            raise SystemExit("personas test needs the server settings: run it as `npcserver personas test`")
+        return test_command(settings_for(args), args.npc, max(1, args.runs), args.seed)
     return schema_command(write=args.write)
 
 

@@ -88,6 +88,29 @@ class ExampleLineSpec(_Table):
     )
 
 
+Expectation = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PersonaTestSpec(_Table):
+    """A self-test: a player line, and what the NPC's reply must or must not say. Run with
+    `npcserver personas test`, and by the server after each hot reload. Failing tests never stop the
+    persona from loading: they report."""
+
+    player: Line = Field(description="What the player says.", examples=["How much is a room?"])
+    must_say: list[Expectation] = Field(
+        default_factory=list,
+        max_length=10,
+        description='Each must appear in the reply: words (any case, whole words; "3 silver" also matches "three silver"), or a regular expression between slashes ("/sundown|dusk/").',
+        examples=[["3 silver"]],
+    )
+    must_not_say: list[Expectation] = Field(
+        default_factory=list,
+        max_length=10,
+        description="None may appear in the reply; written like must_say.",
+        examples=[["gold"]],
+    )
+
+
 class DialogueSpec(_Table):
     """How replies are generated."""
 
@@ -214,6 +237,11 @@ class PersonaSpec(_Table):
     dialogue: DialogueSpec = Field(default_factory=DialogueSpec, description=DialogueSpec.__doc__)
     voice: VoiceSpec = Field(default_factory=VoiceSpec, description=VoiceSpec.__doc__)
     latency: LatencySpec = Field(default_factory=LatencySpec, description=LatencySpec.__doc__)
+    tests: list[PersonaTestSpec] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Self-tests, written as [[tests]] tables: a player line and what the reply must (not) say. `npcserver personas test` runs them against the real model.",
+    )
     context_keys: dict[ContextKeyName, ContextPhrase] = Field(
         default_factory=dict,
         description="Game-context keys this NPC uses, each with the sentence that tells the model about it; {value} is replaced by the game's value (quoted). Keys not listed here never reach the model.",
@@ -229,6 +257,7 @@ _TABLES: dict[str, type[_Table]] = {
     "dialogue": DialogueSpec,
     "voice": VoiceSpec,
     "latency": LatencySpec,
+    "tests": PersonaTestSpec,
 }
 
 
@@ -240,6 +269,13 @@ _TABLES: dict[str, type[_Table]] = {
 class ExampleLine:
     player: str
     npc: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaTest:
+    player: str
+    must_say: tuple[str, ...] = ()
+    must_not_say: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +308,7 @@ class Persona:
     latency_budget_ms: int
     fillers: tuple[str, ...]
     context_keys: tuple[ContextKey, ...] = ()
+    tests: tuple[PersonaTest, ...] = ()
     source: Path | None = field(default=None, compare=False)
     version: str = ""  # content hash of the file it came from
 
@@ -452,6 +489,7 @@ def _to_persona(spec: PersonaSpec, file: Path, version: str, default_voice: str)
         latency_budget_ms=spec.latency.budget_ms,
         fillers=tuple(f.strip() for f in spec.latency.fillers),
         context_keys=tuple(ContextKey(k, v) for k, v in spec.context_keys.items()),
+        tests=tuple(PersonaTest(t.player.strip(), tuple(t.must_say), tuple(t.must_not_say)) for t in spec.tests),
         source=file,
         version=version,
     )
@@ -851,6 +889,30 @@ def _unknown_field_problem(file: Path, loc: tuple[Any, ...], line: int | None) -
     return PersonaProblem(file, _field_name(loc), line, f"is not a known field {where}.", fix)
 
 
+def _test_pattern_problems(file: Path, raw: Mapping[str, Any], lines: _KeyLines) -> list[PersonaProblem]:
+    """A [[tests]] expectation written /like this/ must be a regular expression Python can read."""
+    problems: list[PersonaProblem] = []
+    tests = raw.get("tests")
+    for number, test in enumerate(tests if isinstance(tests, list) else [], start=1):
+        for key in ("must_say", "must_not_say"):
+            entries = test.get(key) if isinstance(test, dict) else None
+            for position, entry in enumerate(entries if isinstance(entries, list) else [], start=1):
+                if isinstance(entry, str) and len(entry) >= 2 and entry.startswith("/") and entry.endswith("/"):
+                    try:
+                        re.compile(entry[1:-1])
+                    except re.error as exc:
+                        problems.append(
+                            PersonaProblem(
+                                file,
+                                f"tests[{number}].{key}[{position}]",
+                                lines.line_for(("tests", number - 1, key)),
+                                f"{entry} is not a valid regular expression ({exc}).",
+                                'Fix the pattern, or write plain words without the slashes (e.g. "3 silver").',
+                            )
+                        )
+    return problems
+
+
 def _cross_field_problems(
     file: Path, raw: Mapping[str, Any], lines: _KeyLines, voices_dir: Path, resolve_voice: VoiceResolver
 ) -> list[PersonaProblem]:
@@ -888,6 +950,8 @@ def _cross_field_problems(
                     f'Use an installed voice name (the embedded one is "{DEFAULT_VOICE}") or the path of a .onnx voice file relative to {voices_dir}; its .onnx.json must sit beside it.',
                 )
             )
+
+    problems.extend(_test_pattern_problems(file, raw, lines))
 
     knowledge = raw.get("knowledge")
     if (

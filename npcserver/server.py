@@ -37,7 +37,9 @@ from npcserver.endpoint import Endpointer, FakeVad, SileroVad
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.metrics import LiveState, ServerMetrics
-from npcserver.persona_store import PersonaStore
+from npcserver.persona_cli import PASSING_RATE
+from npcserver.persona_store import PersonaChange, PersonaStore
+from npcserver.personas import Persona
 from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.pipeline import ModelRunner
 from npcserver.protocol import (
@@ -88,6 +90,7 @@ class NpcServer:
         self._server: Server | None = None
         self._port: int | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._persona_tests: dict[str, asyncio.Task[None]] = {}  # by persona id: its tests after the last reload
         self._stopping = asyncio.Event()
         self._vad: SileroVad | FakeVad | None = None
         self._demo = _demo_dir()
@@ -149,6 +152,8 @@ class NpcServer:
         await self.registry.start()
         self._spawn(self._load_models())
         self._spawn(self.personas.watch(self._stopping))
+        if self.settings.persona_tests_on_reload:
+            self.personas.add_listener(self._test_reloaded_persona)
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -173,6 +178,27 @@ class NpcServer:
         self.fillers = FillerCache(runner)
         self.runner = runner
         log.info("ready in %.1f s: %s", time.perf_counter() - started, self.url)
+
+    def _test_reloaded_persona(self, change: PersonaChange) -> None:
+        """After a designer saves a persona, run its [[tests]] once in the background and log how it did."""
+        persona = self.personas.get(change.id)
+        if change.kind not in ("added", "updated") or persona is None or not persona.tests or self.runner is None:
+            return
+        running = self._persona_tests.pop(change.id, None)
+        if running is not None:
+            running.cancel()  # a newer save supersedes it
+        task = asyncio.ensure_future(self._run_persona_tests(persona, self.runner))
+        self._persona_tests[change.id] = task
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    async def _run_persona_tests(self, persona: Persona, runner: ModelRunner) -> None:
+        from npcserver.persona_tests import pass_rate, report_lines, run_persona_tests
+
+        outcomes = await run_persona_tests(runner, persona, runs=1)
+        rate = pass_rate(outcomes)
+        report = "\n".join(report_lines(persona, outcomes))
+        (log.info if rate >= PASSING_RATE else log.warning)("persona tests after reload: %s", report)
 
     def _make_vad(self) -> SileroVad | FakeVad:
         return FakeVad() if self.settings.vad == "fake" else SileroVad()

@@ -1,0 +1,54 @@
+"""Is a reply in form for a spoken NPC line? The one definition that `personas test` and the dialogue
+benchmark score by: 1-3 sentences, within the persona's word cap, no stage directions, speaker
+labels, emoji, markup or loops, not parroting the player, never stepping out of character."""
+
+from __future__ import annotations
+
+import re
+
+from npcserver.claims import normalise_for_matching
+from npcserver.personas import Persona
+
+_SENTENCE = re.compile(r"[^.!?…]+[.!?…]*")
+_STAGE = re.compile(r"\*[^*]*\*|\([^)]*\)|\[[^\]]*\]")
+_LABEL = re.compile(r"(?:^|[.!?]\s+)([A-Z][\w' ]{0,30}):\s")
+_MARKUP = re.compile(r"[#*_`<>{}|~]|https?://")
+_EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
+_OUT_OF_CHARACTER = re.compile(
+    r"\b(?:as an ai|language model|assistant|chatbot|i am an ai|i'm an ai|openai|prompt|roleplay|role-play|in character)\b",
+    re.IGNORECASE,
+)
+
+
+def form_problems(persona: Persona, player_line: str, reply: str) -> list[str]:
+    """What is wrong with the reply's form (empty: in form)."""
+    problems = []
+    text = reply.strip()
+    if not text:
+        return ["empty reply"]
+    sentences = [s for s in _SENTENCE.findall(text) if re.search(r"\w", s)]
+    if len(sentences) > 3:
+        problems.append(f"{len(sentences)} sentences (at most 3)")
+    words = len(text.split())
+    if words > persona.max_reply_words:
+        problems.append(f"{words} words (cap {persona.max_reply_words})")
+    if _STAGE.search(text):
+        problems.append("stage direction")
+    if _LABEL.search(text):
+        problems.append("speaker label")
+    if _EMOJI.search(text):
+        problems.append("emoji")
+    if _MARKUP.search(text):
+        problems.append("markup")
+    if _OUT_OF_CHARACTER.search(text):
+        problems.append("out of character")
+    normal = normalise_for_matching(text).split()
+    trigrams = [tuple(normal[i : i + 3]) for i in range(len(normal) - 2)]
+    if len(trigrams) - len(set(trigrams)) >= 2 or len({s.strip().lower() for s in sentences}) < len(sentences):
+        problems.append("loop")
+    said = normalise_for_matching(player_line).split()
+    if len(said) >= 4:
+        reply_grams = {tuple(normal[i : i + 4]) for i in range(len(normal) - 3)}
+        if any(tuple(said[i : i + 4]) in reply_grams for i in range(len(said) - 3)):
+            problems.append("parrots the player")
+    return problems
