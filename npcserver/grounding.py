@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 from npcserver.claims import claims_of, normalise_for_matching, unsupported, vocabulary
 from npcserver.knowledge import FactMatch, Lookup, known_words, spoken_fact
 from npcserver.personas import Persona
+from npcserver.prompt import names_topic
 
 _SENTENCE_END = (".", "!", "?", "…")
+MAX_SENTENCES = 3
 
 
 def states(text: str, fact_clause: str, speaker: str = "") -> bool:
@@ -65,6 +67,11 @@ class ReplyCheck:
         if _parrots(clause, self.player_text):  # "Pour me one of your ales, friend." said back to the player
             self.dropped.append(clause)
             return [], False
+        if any(names_topic(topic, clause) for topic in self.persona.forbidden_topics) or (
+            _sentences(self.said) >= MAX_SENTENCES and self.said[-1].rstrip().endswith(_SENTENCE_END)
+        ):  # the model wandered onto a forbidden topic, or the reply has its sentences
+            self.dropped.append(clause)
+            return self._with_fact(), True
         claims = claims_of(clause)
         if not self.lookup.matches:  # small talk: "Good day, Traveller" names no one the facts know
             claims = replace(claims, names=frozenset())
@@ -141,3 +148,7 @@ def _parrots(clause: str, player_text: str) -> bool:
 
 def _words(clauses: list[str]) -> int:
     return sum(len(clause.split()) for clause in clauses)
+
+
+def _sentences(clauses: list[str]) -> int:
+    return sum(clause.rstrip().rstrip("\"'”)").endswith(_SENTENCE_END) for clause in clauses)

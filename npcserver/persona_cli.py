@@ -102,7 +102,7 @@ def test_command(settings: Any, npc: str | None, runs: int, seed: int | None, ou
             print("\n".join(report_lines(persona, outcomes)), file=out, flush=True)
             worst = min(worst, pass_rate(outcomes))
     finally:
-        runner.close()
+        runner.close(wait=True)
     return 0 if worst >= PASSING_RATE else 1
 
 

@@ -225,13 +225,15 @@ class ModelRunner:
             future = self._executors["llm"].submit(prefill, messages)
             future.add_done_callback(_log_prefill_failure)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the model workers. `wait`: until they are done (a command line tool about to exit, whose
+        interpreter must not tear down a model library under a running worker thread)."""
         for executor in self._executors.values():
-            executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=wait, cancel_futures=True)
         for model in (self.backends.transcriber, self.backends.dialogue):
             close_model = getattr(model, "close", None)
             if close_model is not None:  # a batching model's worker thread
-                close_model(wait=False)
+                close_model(wait=wait)
 
 
 def _log_prefill_failure(future: Future[None]) -> None:

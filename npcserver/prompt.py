@@ -203,9 +203,10 @@ def deflection_for(persona: Persona, player_text: str) -> str | None:
     """
     if not persona.deflection:
         return None
-    said = _content_words(player_text)
-    for topic in persona.forbidden_topics:
-        words = _content_words(topic)
-        if words and words <= said:
-            return persona.deflection
-    return None
+    return persona.deflection if any(names_topic(topic, player_text) for topic in persona.forbidden_topics) else None
+
+
+def names_topic(topic: str, text: str) -> bool:
+    """Whether the text names the topic: every content word of it appears ("the old mine" in "old mines")."""
+    words = _content_words(topic)
+    return bool(words) and words <= _content_words(text)

@@ -160,3 +160,17 @@ def test_states_ignores_the_speakers_own_name() -> None:
 def test_spoken_fact_is_one_first_person_sentence() -> None:
     greta = persona("greta_blacksmith")
     assert spoken_fact(greta, FactMatch(0, "Her apprentice is a boy named Tomas", 1.0)) == "My apprentice is a boy named Tomas."
+
+
+def test_a_clause_on_a_forbidden_topic_is_never_said() -> None:
+    greta = persona("greta_blacksmith")
+    check = ReplyCheck(greta, Lookup((), None, None), "Got anyone helping you?")
+    assert check.accept("I worked the old mine once,") == ([], True)
+
+
+def test_a_reply_ends_after_three_sentences() -> None:
+    pip = persona("pip_merchant")
+    check = ReplyCheck(pip, Lookup((), None, None), "Show me what you've got.")
+    for sentence in ("Pupp!", "Look here!", "A fine gift!"):
+        assert check.accept(sentence) == ([sentence], False)
+    assert check.accept("You're all I'd need.") == ([], True)

@@ -1,0 +1,190 @@
+"""Do the NPCs say what their persona files know? Fact recall, wrong facts, form and latency.
+
+Every line of loadtest/dialogue_questions.toml (75 fact questions, 15 forbidden-topic lines, 20 small
+talk, none of them an example line or a persona self-test) goes through the server's own turn code
+(`npcserver.persona_turn.reply_to_text`: fact lookup, prompt, the real LLM, the grounding check, the
+real TTS) with seeded sampling. Scores:
+- fact: *held* when the reply says every `must_say`; *wrong* when it says a `wrong` value or a number
+  that is neither in the fact nor in the question (a wrong fact counts as worse than a missing one:
+  it is a failure even if the right value is there too); else *missed*.
+- deflect: the reply is the persona's deflection.
+- form (every line): `npcserver.reply_form.form_problems`.
+- latency: typed line -> first reply audio ready, through lookup, LLM and TTS (no ASR, no network).
+
+    python -m loadtest.dialogue                       # the default server settings, ~4 min on 2 cores
+    python -m loadtest.dialogue --llm-precision int8 --runs 2 --json artifacts/dialogue-int8.json
+    python -m loadtest.dialogue --knowledge-model none   # facts only in the system prompt, no check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+import tomllib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from npcserver.claims import claims_of, says
+from npcserver.reply_form import form_problems
+
+QUESTIONS = Path(__file__).with_name("dialogue_questions.toml")
+
+
+@dataclass
+class Outcome:
+    npc: str
+    kind: str  # fact / deflect / chat
+    player: str
+    reply: str
+    verdict: str  # held / wrong / missed, deflected / answered, ok (chat)
+    form: list[str]
+    reply_audio_ms: float | None
+    first_token_ms: float | None
+    corrected: bool = False  # the grounding check said the fact, not the model
+    dropped: list[str] = field(default_factory=list)
+
+
+def judge_fact(question: dict[str, Any], fact: str, reply: str) -> str:
+    allowed = claims_of(fact).numbers | claims_of(question["player"]).numbers
+    wrong_number = bool(claims_of(reply).numbers - allowed)
+    if wrong_number or any(says(reply, pattern) for pattern in question.get("wrong", [])):
+        return "wrong"
+    return "held" if all(says(reply, pattern) for pattern in question["must_say"]) else "missed"
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
+    facts = [o for o in outcomes if o.kind == "fact"]
+    deflects = [o for o in outcomes if o.kind == "deflect"]
+    latency = [o.reply_audio_ms for o in outcomes if o.reply_audio_ms is not None]
+    return {
+        "facts": len(facts),
+        "recall": sum(o.verdict == "held" for o in facts) / max(1, len(facts)),
+        "wrong": sum(o.verdict == "wrong" for o in facts) / max(1, len(facts)),
+        "held_by_model": sum(o.verdict == "held" and not o.corrected for o in facts) / max(1, len(facts)),
+        "deflected": sum(o.verdict == "deflected" for o in deflects) / max(1, len(deflects)) if deflects else None,
+        "form": sum(not o.form for o in outcomes) / max(1, len(outcomes)),
+        "lines": len(outcomes),
+        "reply_audio_p50_ms": _percentile(latency, 50),
+        "reply_audio_p95_ms": _percentile(latency, 95),
+    }
+
+
+async def run(args: argparse.Namespace) -> list[Outcome]:
+    from npcserver.backends import create_backends
+    from npcserver.config import Settings
+    from npcserver.persona_store import PersonaStore
+    from npcserver.persona_turn import reply_to_text
+    from npcserver.pipeline import ModelRunner
+    from npcserver.prompt import persona_prefix
+
+    overrides: dict[str, Any] = {"llm_batching": False}
+    if args.llm_precision:
+        overrides["llm_precision"] = args.llm_precision
+    if args.knowledge_model:
+        overrides["knowledge_model"] = args.knowledge_model
+    if args.no_fact_first:
+        overrides["fact_first"] = False
+    settings = Settings(**overrides)
+    store = PersonaStore(settings.voices)
+    store.reload_changed()
+    print(f"loading models (LLM precision {settings.llm_precision}, knowledge {settings.knowledge_model})...",
+          file=sys.stderr, flush=True)
+    backends = create_backends(settings)
+    runner = ModelRunner(backends)
+    spec = tomllib.loads(QUESTIONS.read_text(encoding="utf-8"))
+    lines = [("fact", q) for q in spec["fact"]] + [("deflect", q) for q in spec["deflect"]] + [("chat", q) for q in spec["chat"]]
+    if args.npc:
+        lines = [(kind, q) for kind, q in lines if q["npc"] in args.npc]
+    outcomes = []
+    started = time.monotonic()
+    total = len(lines) * args.runs
+    for attempt in range(args.runs):
+        for number, (kind, question) in enumerate(lines):
+            persona = store.get(question["npc"])
+            if persona is None:
+                raise SystemExit(f"no persona {question['npc']!r} in {settings.voices}")
+            if getattr(backends.dialogue, "prefill", None):
+                runner.prefill(persona_prefix(persona), once_key=(persona.id, persona.version))
+            result = await reply_to_text(runner, persona, question["player"], seed=args.seed * 1000 + number + attempt * 100_000,
+                                         fact_first=settings.fact_first)
+            reply = result.reply_text.strip()
+            if kind == "fact":
+                verdict = judge_fact(question, persona.facts[question["fact"] - 1], reply)
+            elif kind == "deflect":
+                verdict = "deflected" if persona.deflection and persona.deflection in reply else "answered"
+            else:
+                verdict = "ok"
+            check = result.check
+            outcome = Outcome(
+                question["npc"], kind, question["player"], reply, verdict, form_problems(persona, question["player"], reply),
+                result.timings.get("reply_audio_ms") or result.timings.get("voice_to_voice_ms"),
+                result.timings.get("llm_first_token_ms"),
+                corrected=bool(check and check.corrected), dropped=list(check.dropped) if check else [],
+            )
+            outcomes.append(outcome)
+            done = len(outcomes)
+            if args.verbose or outcome.verdict in ("wrong", "missed", "answered") or outcome.form:
+                note = f" [{', '.join(outcome.form)}]" if outcome.form else ""
+                print(f"  {kind:7s} {verdict:9s} {question['npc']}: {question['player']!r} -> {reply!r}{note}", file=sys.stderr)
+            if done % 10 == 0:
+                print(f"  {done}/{total} lines, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    runner.close(wait=True)
+    return outcomes
+
+
+def print_report(outcomes: list[Outcome]) -> None:
+    by_npc: dict[str, list[Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        by_npc[outcome.npc].append(outcome)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.0f} %"
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    print(f"{'persona':18s} {'facts':>5s} {'recall':>7s} {'wrong':>6s} {'by model':>8s} {'deflect':>7s} {'form':>6s} {'p50 ms':>7s} {'p95 ms':>7s}")
+    for npc in sorted(by_npc) + ["all"]:
+        s = summarise(outcomes if npc == "all" else by_npc[npc])
+        print(f"{npc:18s} {s['facts']:5d} {pct(s['recall']):>7s} {pct(s['wrong']):>6s} {pct(s['held_by_model']):>8s} "
+              f"{pct(s['deflected']):>7s} {pct(s['form']):>6s} {ms(s['reply_audio_p50_ms']):>7s} {ms(s['reply_audio_p95_ms']):>7s}")
+    print("recall: fact questions whose reply states the fact and no wrong value; wrong: a different number, name or "
+          "place; by model: held without the grounding check adding the fact; latency: typed line -> first reply audio.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--llm-precision", choices=("auto", "fp32", "bf16", "fp16", "int8"), help="override the server default")
+    parser.add_argument("--knowledge-model", help="override the fact lookup model ('none' = no lookup, no check)")
+    parser.add_argument("--no-fact-first", action="store_true", help="the LLM answers first; the fact is only added when missing")
+    parser.add_argument("--seed", type=int, default=7, help="sampling seed (default 7)")
+    parser.add_argument("--runs", type=int, default=1, help="ask every line this many times (default 1)")
+    parser.add_argument("--npc", action="append", help="only this persona (repeatable)")
+    parser.add_argument("--json", type=Path, help="also write every reply and verdict here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every reply, not only failures")
+    args = parser.parse_args(argv)
+    outcomes = asyncio.run(run(args))
+    print_report(outcomes)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summarise(outcomes), "lines": [o.__dict__ for o in outcomes]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
