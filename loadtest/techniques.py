@@ -54,16 +54,23 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "end_silence_400": ("all, with a 400 ms end-of-turn silence (adaptive, up to 640 ms) instead of 500",
                         ["--end-silence-ms", "400", "--adaptive-end-silence"]),
     "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),
+    "ungrounded": ("all, without the fact lookup and reply check, int8 (the default before grounded replies)",
+                   ["--knowledge-model", "none", "--llm-precision", "int8"]),
+    "model_first": ("all, but the LLM answers a fact question first; the check adds the fact if missing",
+                    ["--no-fact-first"]),
 }
 
 
-def run_step(flags: list[str], duration_s: float, interval_s: float, workdir: Path, name: str) -> dict[str, Any]:
+def run_step(
+    flags: list[str], duration_s: float, interval_s: float, workdir: Path, name: str, utterances: Path | None = None
+) -> dict[str, Any]:
     # the same seeded replies in every step: a step differs from the last only by its technique
     with server_process(*flags, "--max-connections-per-ip", "0", "--llm-seed", "7") as server:
         report_path = workdir / f"{name}.json"
         loadtest_main([
             "--url", server.url, "--players", "1", "--duration", str(duration_s), "--turn-interval", str(interval_s),
             "--seed", "7", "--json", str(report_path), "--png", str(workdir / f"{name}.png"), "--quiet",
+            *(["--utterances", str(utterances)] if utterances else []),
         ])  # fmt: skip
     report = json.loads(report_path.read_text())
     latency = report["latency_ms"]
@@ -112,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Comma-separated steps (default all: {','.join(STEPS)}); '' runs only the naive chain.")
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds of offered load per step.")
     parser.add_argument("--turn-interval", type=float, default=6.0, help="Mean seconds between the player's turns.")
-    parser.add_argument("--naive-repeats", type=int, default=2, help="Passes of the naive chain over the corpus.")
+    parser.add_argument("--naive-repeats", type=int, default=2, help="Passes of the naive chain over the corpus (0: skip it).")
+    parser.add_argument("--utterances", type=Path, default=None,
+                        help="Speech the player says (default: loadtest/utterances, Piper; loadtest/human_speech is real people).")
     parser.add_argument("--json", type=Path, default=Path("artifacts/techniques.json"),
                         help="Where to write the figures; each step's load-test report and plot go in a folder beside it.")
     args = parser.parse_args(argv)
@@ -125,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     reports.mkdir(parents=True, exist_ok=True)
     for name in steps:
         print(f"step {name}: {STEPS[name][0]}", file=sys.stderr)
-        rows[name] = run_step(STEPS[name][1], args.duration, args.turn_interval, reports, name)
+        rows[name] = run_step(STEPS[name][1], args.duration, args.turn_interval, reports, name, args.utterances)
         print(f"  {rows[name]}", file=sys.stderr)
-    print("naive chain...", file=sys.stderr)
-    rows["naive"] = run_naive(args.naive_repeats)
+    if args.naive_repeats > 0:
+        print("naive chain...", file=sys.stderr)
+        rows["naive"] = run_naive(args.naive_repeats)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
-    print(format_rows(rows, rows["naive"]["v2v_p50"]))
+    print(format_rows(rows, rows["naive"]["v2v_p50"] if "naive" in rows else None))
     return 0
 
 

@@ -67,9 +67,9 @@ class ReplyCheck:
         if _parrots(clause, self.player_text):  # "Pour me one of your ales, friend." said back to the player
             self.dropped.append(clause)
             return [], False
-        if any(names_topic(topic, clause) for topic in self.persona.forbidden_topics) or (
+        if _repeats(clause, self.said) or any(names_topic(topic, clause) for topic in self.persona.forbidden_topics) or (
             _sentences(self.said) >= MAX_SENTENCES and self.said[-1].rstrip().endswith(_SENTENCE_END)
-        ):  # the model wandered onto a forbidden topic, or the reply has its sentences
+        ):  # the model loops ("...2 copper. You are a mug of ale."), wanders onto a forbidden topic, or is done
             self.dropped.append(clause)
             return self._with_fact(), True
         claims = claims_of(clause)
@@ -152,3 +152,11 @@ def _words(clauses: list[str]) -> int:
 
 def _sentences(clauses: list[str]) -> int:
     return sum(clause.rstrip().rstrip("\"'”)").endswith(_SENTENCE_END) for clause in clauses)
+
+
+def _repeats(clause: str, said: list[str]) -> bool:
+    """Three words in a row that the reply already said: the small model starts to loop."""
+    before = normalise_for_matching(" ".join(said)).split()
+    mine = normalise_for_matching(clause).split()
+    threes = {tuple(before[i : i + 3]) for i in range(len(before) - 2)}
+    return any(tuple(mine[i : i + 3]) in threes for i in range(len(mine) - 2))

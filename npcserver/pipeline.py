@@ -465,6 +465,8 @@ async def _write_reply(
             await _pass_on("", out, result, [], clauses, check.finish())
     finally:
         result.timings["llm_total_ms"] = _ms(time.perf_counter() - llm_started)
+        # a model with nothing to add after a fact said first ends at once: its end is its first token
+        result.timings.setdefault("llm_first_token_ms", result.timings["llm_total_ms"])
         with contextlib.suppress(asyncio.QueueFull):
             clauses.put_nowait(None)  # a cancelled turn's speaker is cancelled too
 

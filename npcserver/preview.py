@@ -1,22 +1,25 @@
 """Preview tools for designers: `npcserver chat NPC_ID` and `npcserver say NPC_ID "text"`.
 
-They use the real models and the same prompt, reply limits and voice settings as the server,
-without a game client or audio devices.
+They use the real models and the server's own turn code (`persona_turn`: prompt, fact lookup and
+check, forbidden-topic deflection, reply limits, voice), without a game client or audio devices.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 import wave
+from typing import TextIO
 from pathlib import Path
 
-from npcserver.backends import Backends, create_backends
+from npcserver.backends import create_backends
 from npcserver.config import Settings
 from npcserver.persona_store import PersonaStore
+from npcserver.persona_turn import reply_to_text
 from npcserver.personas import Persona
-from npcserver.prompt import build_messages
-from npcserver.text import ReplyLimiter
+from npcserver.pipeline import ModelRunner
+from npcserver.protocol import Reply
 
 
 def _persona_or_explain(settings: Settings, npc: str) -> Persona | None:
@@ -30,28 +33,19 @@ def _persona_or_explain(settings: Settings, npc: str) -> Persona | None:
     return persona
 
 
-def reply_once(backends: Backends, persona: Persona, history: list[tuple[str, str]], context: dict[str, object],
-               line: str, out=sys.stdout) -> tuple[str, dict[str, float]]:
-    """Stream one reply to `out` as it is written; return it with its timings in ms."""
-    messages = build_messages(persona, history, context, line)
-    limiter = ReplyLimiter(persona.max_reply_words)
-    started = time.perf_counter()
-    first_token_ms = None
-    reply = ""
-    for piece in backends.dialogue.generate(messages, persona.generation_options(), lambda: limiter.done):
-        if first_token_ms is None:
-            first_token_ms = (time.perf_counter() - started) * 1000
-        kept, done = limiter.accept(piece)
-        reply += kept
-        out.write(kept)
-        out.flush()
-        if done:
-            break
-    rest = limiter.flush()
-    reply += rest
-    out.write(rest + "\n")
-    timings = {"first_token_ms": round(first_token_ms or 0.0, 1), "total_ms": round((time.perf_counter() - started) * 1000, 1)}
-    return reply.strip(), timings
+def reply_once(runner: ModelRunner, persona: Persona, history: list[tuple[str, str]], line: str,
+               out: TextIO = sys.stdout) -> tuple[str, dict[str, float]]:
+    """One reply through the server's own turn code (fact lookup, check, deflection, TTS), its text
+    streamed to `out` as the server would send it; return it with its timings in ms."""
+
+    async def show(message: object) -> None:
+        if isinstance(message, Reply):
+            out.write(message.text)
+            out.flush()
+
+    result = asyncio.run(reply_to_text(runner, persona, line, history, emit=show))
+    out.write("\n")
+    return result.reply_text.strip(), result.timings
 
 
 def chat_command(settings: Settings, npc: str) -> int:
@@ -59,24 +53,28 @@ def chat_command(settings: Settings, npc: str) -> int:
     if persona is None:
         return 1
     print(f"loading models for {persona.name}...", file=sys.stderr)
-    backends = create_backends(settings)
+    runner = ModelRunner(create_backends(settings))
     history: list[tuple[str, str]] = []
     print(f"Talking to {persona.name} ({persona.role}). Empty line or Ctrl-D to leave.\n")
     if persona.greeting:
         print(f"{persona.name}: {persona.greeting}")
-    while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            print()
-            return 0
-        if not line:
-            return 0
-        sys.stdout.write(f"{persona.name}: ")
-        reply, timings = reply_once(backends, persona, history, {}, line)
-        history.append((line, reply))
-        print(f"  [first token {timings['first_token_ms']:.0f} ms, reply {timings['total_ms']:.0f} ms, "
-              f"{len(reply.split())} words]")
+    try:
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                print()
+                return 0
+            if not line:
+                return 0
+            sys.stdout.write(f"{persona.name}: ")
+            reply, timings = reply_once(runner, persona, history, line)
+            history.append((line, reply))
+            first_audio = timings.get("reply_audio_ms") or timings.get("voice_to_voice_ms") or 0.0
+            print(f"  [first token {timings.get('llm_first_token_ms', 0):.0f} ms, first audio {first_audio:.0f} ms, "
+                  f"{len(reply.split())} words]")
+    finally:
+        runner.close(wait=True)
 
 
 def say_command(settings: Settings, npc: str, text: str, out: Path | None) -> int:

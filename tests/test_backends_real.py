@@ -276,3 +276,18 @@ def test_asr_on_cuda_asked_for_explicitly_fails_naming_the_libraries_it_needs() 
     _ctranslate2_without_cuda()
     with pytest.raises(ModelError, match="could not run on CUDA.*nvidia-cublas-cu12"):
         load_transcriber(dataclasses.replace(Settings(), device="cuda"), "cuda", cpu_threads=1)
+
+
+def test_the_embedded_sentence_encoder_finds_the_fact_a_player_asks_about_in_other_words() -> None:
+    from npcserver.backends.minilm_embedder import TransformersEmbedder
+    from npcserver.knowledge import KnowledgeIndex
+    from npcserver.models import resolve_knowledge_model
+    from npcserver.personas import load_persona_file
+
+    embedder = TransformersEmbedder(resolve_knowledge_model("all-minilm-l6-v2"))
+    vectors = embedder.embed(["How much for a bed?", "Hello."])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    bram = load_persona_file(Path(__file__).resolve().parent.parent / "voices" / "bram_innkeeper.toml").persona
+    assert bram is not None
+    found = KnowledgeIndex(bram, embedder).lookup("What would a bed for tonight set me back?")
+    assert found.must_state is not None and "3 silver" in found.must_state.clause

@@ -77,3 +77,15 @@ async def test_interrupt_mid_reply_stops_the_npc(server_url: str) -> None:
         await talk.send_json(type="text", text="Thanks.")
         after = await talk.until("turn_end", timeout=60)
     assert after["turn"] == 2 and after["interrupted"] is False
+
+
+async def test_a_question_about_a_persona_fact_is_answered_with_that_fact(server_url: str) -> None:
+    # phrased unlike the persona's example line and fact ("a room for the night costs 3 silver")
+    async with connect(server_url) as ws:
+        talk = Conversation(ws)
+        await talk.start(npc="bram_innkeeper")
+        await talk.send_json(type="text", text="What would a bed for tonight set me back?")
+        end = await talk.until("turn_end", timeout=60)
+    reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply").strip()
+    assert "3 silver" in reply and "gold" not in reply.lower()
+    assert rms(bytes(talk.audio[1])) > 0.01 and "knowledge_ms" in end["timings"]

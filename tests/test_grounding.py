@@ -174,3 +174,37 @@ def test_a_reply_ends_after_three_sentences() -> None:
     for sentence in ("Pupp!", "Look here!", "A fine gift!"):
         assert check.accept(sentence) == ([sentence], False)
     assert check.accept("You're all I'd need.") == ([], True)
+
+
+async def test_the_server_says_the_fact_a_typed_question_asks_for(tmp_path: Path) -> None:
+    """Real server, fake models plus the fake embedder: the lookup, fact-first reply and check run."""
+    import asyncio
+
+    from npcserver.backends import Backends
+    from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+    from websockets.asyncio.client import connect
+
+    from npcserver.server import NpcServer
+    from tests.conftest import Conversation, fake_settings
+
+    backends = Backends(FakeTranscriber(), FakeDialogue(reply="Ten gold, friend. Best in town."), FakeSynthesizer(),
+                        FakeEmbedder())
+    async with NpcServer(fake_settings(), backends) as server:
+        await asyncio.wait_for(server.wait_ready(), 10)
+        async with connect(server.url, max_size=2**20, max_queue=None) as ws:
+            talk = Conversation(ws)
+            await talk.start(npc="bram_innkeeper")
+            await talk.send_json(type="text", text="What does a mug of ale cost?")
+            end = await talk.until("turn_end")
+            reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply")
+    assert reply.startswith("A mug of ale costs 2 copper.")
+    assert "gold" not in reply.lower()  # the fake model's made-up price is never sent
+    assert "knowledge_ms" in end["timings"]
+
+
+def test_a_clause_repeating_what_the_reply_said_ends_it() -> None:
+    bram = persona("bram_innkeeper")
+    shown = FactMatch(5, "A mug of ale costs 2 copper.", 0.2)
+    check = ReplyCheck(bram, Lookup((shown,), None, None), "Pour me an ale.")
+    assert check.accept("A mug of ale costs 2 copper.") == (["A mug of ale costs 2 copper."], False)
+    assert check.accept("You are a mug of ale.") == ([], True)

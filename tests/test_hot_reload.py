@@ -120,3 +120,13 @@ async def test_forbidden_topic_gets_the_designers_deflection(server: NpcServer) 
         await talk.until("turn_end", turn=1)
     reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply")
     assert reply == persona.deflection and len(prompts(server)) == calls  # the LLM was not asked
+
+
+async def test_a_saved_persona_has_its_tests_run_in_the_background_and_logged(
+    server: NpcServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    file = Path(server.settings.voices) / "bram_innkeeper.toml"
+    caplog.set_level("INFO", logger="npcserver.server")
+    file.write_text(file.read_text().replace("Sleepy Goose", "Sleepy Gander"))
+    await eventually(lambda: "persona tests after reload: bram_innkeeper" in caplog.text, timeout=20)
+    assert "replies pass (9 tests)" in caplog.text  # the report names every test; failing ones with replies
