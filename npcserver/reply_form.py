@@ -46,9 +46,24 @@ def form_problems(persona: Persona, player_line: str, reply: str) -> list[str]:
     trigrams = [tuple(normal[i : i + 3]) for i in range(len(normal) - 2)]
     if len(trigrams) - len(set(trigrams)) >= 2 or len({s.strip().lower() for s in sentences}) < len(sentences):
         problems.append("loop")
-    said = normalise_for_matching(player_line).split()
-    if len(said) >= 4:
-        reply_grams = {tuple(normal[i : i + 4]) for i in range(len(normal) - 3)}
-        if any(tuple(said[i : i + 4]) in reply_grams for i in range(len(said) - 3)):
-            problems.append("parrots the player")
+    if echoes(text, player_line, persona.facts):
+        problems.append("parrots the player")
     return problems
+
+
+def echoes(reply: str, player_line: str, facts: tuple[str, ...] = ()) -> bool:
+    """The reply says the player's words back: four in a row of the line, or opens with three of them
+    ("Riding out north," to "I'm riding out north tomorrow"). Words a fact has too are an answer, not
+    an echo ("Who is the captain of the guard?" -> "The captain of the guard is Dame Elsbeth.")."""
+    said = normalise_for_matching(player_line).split()
+    mine = normalise_for_matching(reply).split()
+    known = " " + " ".join(normalise_for_matching(fact) for fact in facts) + " "
+
+    def copied(gram: tuple[str, ...]) -> bool:
+        return f" {' '.join(gram)} " not in known
+
+    fours = {tuple(said[i : i + 4]) for i in range(len(said) - 3)}
+    threes = {tuple(said[i : i + 3]) for i in range(len(said) - 2)}
+    if any((gram := tuple(mine[i : i + 4])) in fours and copied(gram) for i in range(len(mine) - 3)):
+        return True
+    return len(mine) >= 3 and tuple(mine[:3]) in threes and copied(tuple(mine[:3]))

@@ -54,13 +54,18 @@ async def test_spoken_question_gets_a_spoken_answer(server_url: str) -> None:
     assert {"endpoint_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms"} <= set(end["timings"])
 
 
-async def test_typed_line_is_answered_in_voice(server_url: str) -> None:
+async def typed_turn(server_url: str, npc: str, line: str) -> tuple[str, dict, Conversation]:
+    """One typed line to the NPC: the reply's text, the turn_end message and the conversation."""
     async with connect(server_url) as ws:
         talk = Conversation(ws)
-        await talk.start(npc="greta_blacksmith")
-        await talk.send_json(type="text", text="Can you fix my sword?")
+        await talk.start(npc=npc)
+        await talk.send_json(type="text", text=line)
         end = await talk.until("turn_end", timeout=60)
-    reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply").strip()
+    return "".join(m["text"] for m in talk.messages if m["type"] == "reply").strip(), end, talk
+
+
+async def test_typed_line_is_answered_in_voice(server_url: str) -> None:
+    reply, end, talk = await typed_turn(server_url, "greta_blacksmith", "Can you fix my sword?")
     assert reply and rms(bytes(talk.audio[1])) > 0.01
     assert end["timings"]["voice_to_voice_ms"] > 0
 
@@ -81,11 +86,6 @@ async def test_interrupt_mid_reply_stops_the_npc(server_url: str) -> None:
 
 async def test_a_question_about_a_persona_fact_is_answered_with_that_fact(server_url: str) -> None:
     # phrased unlike the persona's example line and fact ("a room for the night costs 3 silver")
-    async with connect(server_url) as ws:
-        talk = Conversation(ws)
-        await talk.start(npc="bram_innkeeper")
-        await talk.send_json(type="text", text="What would a bed for tonight set me back?")
-        end = await talk.until("turn_end", timeout=60)
-    reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply").strip()
+    reply, end, talk = await typed_turn(server_url, "bram_innkeeper", "What would a bed for tonight set me back?")
     assert "3 silver" in reply and "gold" not in reply.lower()
     assert rms(bytes(talk.audio[1])) > 0.01 and "knowledge_ms" in end["timings"]

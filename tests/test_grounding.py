@@ -208,3 +208,20 @@ def test_a_clause_repeating_what_the_reply_said_ends_it() -> None:
     check = ReplyCheck(bram, Lookup((shown,), None, None), "Pour me an ale.")
     assert check.accept("A mug of ale costs 2 copper.") == (["A mug of ale costs 2 copper."], False)
     assert check.accept("You are a mug of ale.") == ([], True)
+
+
+def test_a_fact_whose_parts_both_answer_the_line_is_said_whole() -> None:
+    greta = persona("greta_blacksmith")
+    found = KnowledgeIndex(greta, FakeEmbedder()).lookup("Do you forge armour, or where do I go for armour?")
+    assert found.must_state is not None and "Karsk" in found.must_state.clause and "not forge" in found.must_state.clause
+
+
+def test_answering_in_the_facts_words_is_not_an_echo_but_repeating_the_player_is() -> None:
+    from npcserver.reply_form import echoes, form_problems
+
+    rolf = persona("rolf_guard")
+    assert not echoes("The captain of the guard is Dame Elsbeth.", "Who is the captain of the guard?", rolf.facts)
+    assert echoes("Pour me one of your mugs, friend.", "Pour me one of your ales.", rolf.facts)
+    assert form_problems(rolf, "Who is the captain of the guard?", "The captain of the guard is Dame Elsbeth.") == []
+    assert "speaker label" in form_problems(rolf, "Hi", "Rolf: Move along.")
+    assert "stage direction" in form_problems(rolf, "Hi", "*yawns* Move along.")
