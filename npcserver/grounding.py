@@ -120,7 +120,11 @@ class ReplyCheck:
         return need is not None and not states(" ".join(self.said), need.clause, self.persona.name)
 
     def _with_fact(self) -> list[str]:
-        need: FactMatch | None = self.lookup.must_state or (self.lookup.matches[0] if self.lookup.matches else None)
+        """The fact to say in place of what was held back: the one the line asked for, if still unsaid;
+        with nothing said at all, the nearest fact shown (rather than silence); else nothing."""
+        need: FactMatch | None = self.lookup.must_state
+        if need is None and not self.said and self.lookup.matches:
+            need = self.lookup.matches[0]
         if need is None or (self.said and states(" ".join(self.said), need.clause, self.persona.name)):
             return []
         line = spoken_fact(self.persona, need)

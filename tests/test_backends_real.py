@@ -269,7 +269,8 @@ def test_asr_falls_back_to_the_cpu_when_ctranslate2_cannot_use_cuda_under_auto(c
         transcriber, device = load_transcriber(dataclasses.replace(Settings(), device="auto"), "cuda", cpu_threads=1)
     assert device == "cpu"
     assert "speech recognition runs on the CPU" in caplog.text and "cuBLAS" in caplog.text
-    assert transcriber.transcribe(np.zeros(8_000, dtype=np.float32)).text == ""
+    # it transcribes on the CPU: silence has no words (tiny.en says "." for it on some CPUs, "" on others)
+    assert not any(ch.isalnum() for ch in transcriber.transcribe(np.zeros(8_000, dtype=np.float32)).text)
 
 
 def test_asr_on_cuda_asked_for_explicitly_fails_naming_the_libraries_it_needs() -> None:

@@ -225,3 +225,13 @@ def test_answering_in_the_facts_words_is_not_an_echo_but_repeating_the_player_is
     assert form_problems(rolf, "Who is the captain of the guard?", "The captain of the guard is Dame Elsbeth.") == []
     assert "speaker label" in form_problems(rolf, "Hi", "Rolf: Move along.")
     assert "stage direction" in form_problems(rolf, "Hi", "*yawns* Move along.")
+
+
+def test_small_talk_that_ran_long_is_not_topped_up_with_a_fact() -> None:
+    pip = persona("pip_merchant")
+    shown = FactMatch(9, "Pip's stall opens at noon in the market square.", 0.24)
+    check = ReplyCheck(pip, Lookup((shown,), None, None), "Hey there, merchant!")
+    for sentence in ("My cart, my prize!", "You are a fine merchant!", "I'm all for it."):
+        check.accept(sentence)
+    assert check.accept("My stall opens at noon.") == ([], True)
+    assert check.finish() == []
