@@ -57,10 +57,12 @@ class ReplyCheck:
         # asked for one fact, the reply may state that one only: "A new axe costs 30 silver" is no
         # answer to "what does a repair cost?", even though it is another true fact
         # another true fact: and not a number of the persona's story either ("thirty years" at the forge)
+        # Without a fact the line clearly asks for, the reply may state no fact's values at all: the
+        # lookup is unsure, and a true fact's price given to the wrong question is a wrong answer.
         if self.lookup.must_state:
             sources = (self.persona.name, self.persona.role, self.lookup.must_state.clause)
         else:
-            sources = known_words(self.persona, self.lookup.facts)
+            sources = known_words(self.persona, ())
         self._known = vocabulary(*sources, self.player_text, self.context_text)
 
     def accept(self, clause: str) -> tuple[list[str], bool]:
@@ -120,11 +122,8 @@ class ReplyCheck:
         return need is not None and not states(" ".join(self.said), need.clause, self.persona.name)
 
     def _with_fact(self) -> list[str]:
-        """The fact to say in place of what was held back: the one the line asked for, if still unsaid;
-        with nothing said at all, the nearest fact shown (rather than silence); else nothing."""
+        """The fact to say in place of what was held back: the one the line asked for, if still unsaid."""
         need: FactMatch | None = self.lookup.must_state
-        if need is None and not self.said and self.lookup.matches:
-            need = self.lookup.matches[0]
         if need is None or (self.said and states(" ".join(self.said), need.clause, self.persona.name)):
             return []
         line = spoken_fact(self.persona, need)
