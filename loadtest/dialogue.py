@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import statistics
 import sys
 import time
 import tomllib

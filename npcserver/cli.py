@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from npcserver.config import ENV_PREFIX, SECTIONS, Settings, SettingsError, load_settings, setting_fields
 from npcserver import persona_cli
+from npcserver.config import ENV_PREFIX, SECTIONS, Settings, SettingsError, load_settings, setting_fields
 from npcserver.logs import configure_logging
 
 DESCRIPTION = """\

@@ -59,6 +59,7 @@ class ReplyCheck:
         # another true fact: and not a number of the persona's story either ("thirty years" at the forge)
         # Without a fact the line clearly asks for, the reply may state no fact's values at all: the
         # lookup is unsure, and a true fact's price given to the wrong question is a wrong answer.
+        sources: tuple[str, ...]
         if self.lookup.must_state:
             sources = (self.persona.name, self.persona.role, self.lookup.must_state.clause)
         else:

@@ -66,8 +66,8 @@ def pass_rate(outcomes: list[TestOutcome]) -> float:
 
 
 def report_lines(persona: Persona, outcomes: list[TestOutcome]) -> list[str]:
-    lines = [f"{persona.id}: {100 * pass_rate(outcomes):.0f} % of {sum(o.runs for o in outcomes)} replies pass "
-             f"({len(outcomes)} tests)"]
+    replies = sum(o.runs for o in outcomes)
+    lines = [f"{persona.id}: {100 * pass_rate(outcomes):.0f} % of {replies} replies pass ({len(outcomes)} tests)"]
     for outcome in outcomes:
         mark = "ok  " if outcome.passed == outcome.runs else "FAIL"
         lines.append(f"  {mark} {outcome.passed}/{outcome.runs}  {outcome.test.player}")

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from npcserver.pipeline import Emit, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.personas import Persona
+from npcserver.pipeline import Emit, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.prompt import build_messages, context_note, deflection_for, remembered
 
 

@@ -133,11 +133,15 @@ class ModelRunner:
 
     def knowledge_index(self, persona: Persona) -> None:
         """Build the persona's fact index in the background, so its first turn does not wait for it."""
-        if self.backends.embedder is not None and (persona.id, persona.version) not in self._knowledge:
-            future = self._executors["knowledge"].submit(
-                lambda: self._knowledge.setdefault((persona.id, persona.version), KnowledgeIndex(persona, self.backends.embedder))  # type: ignore[arg-type]
-            )
-            future.add_done_callback(_log_prefill_failure)
+        embedder = self.backends.embedder
+        key = (persona.id, persona.version)
+        if embedder is None or key in self._knowledge:
+            return
+
+        def build() -> None:
+            self._knowledge.setdefault(key, KnowledgeIndex(persona, embedder))
+
+        self._executors["knowledge"].submit(build).add_done_callback(_log_background_failure)
 
     async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> np.ndarray:
         """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
@@ -223,7 +227,7 @@ class ModelRunner:
             when_idle(messages)
         elif (prefill := getattr(dialogue, "prefill", None)) is not None:
             future = self._executors["llm"].submit(prefill, messages)
-            future.add_done_callback(_log_prefill_failure)
+            future.add_done_callback(_log_background_failure)
 
     def close(self, wait: bool = False) -> None:
         """Stop the model workers. `wait`: until they are done (a command line tool about to exit, whose
@@ -236,9 +240,9 @@ class ModelRunner:
                 close_model(wait=wait)
 
 
-def _log_prefill_failure(future: Future[None]) -> None:
+def _log_background_failure(future: Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.warning("prompt prefill failed: %s", future.exception())
+        log.warning("background model work (prefill, fact index) failed: %s", future.exception())
 
 
 def _consume_result(task: asyncio.Future[Any]) -> None:

@@ -10,8 +10,8 @@ import asyncio
 import sys
 import time
 import wave
-from typing import TextIO
 from pathlib import Path
+from typing import TextIO
 
 from npcserver.backends import create_backends
 from npcserver.config import Settings

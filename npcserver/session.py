@@ -33,8 +33,8 @@ from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
-from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.persona_turn import persona_turn_request
+from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.prompt import build_messages, persona_prefix
 from npcserver.protocol import (
     AudioFormat,

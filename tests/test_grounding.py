@@ -180,10 +180,10 @@ async def test_the_server_says_the_fact_a_typed_question_asks_for(tmp_path: Path
     """Real server, fake models plus the fake embedder: the lookup, fact-first reply and check run."""
     import asyncio
 
-    from npcserver.backends import Backends
-    from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
     from websockets.asyncio.client import connect
 
+    from npcserver.backends import Backends
+    from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
     from npcserver.server import NpcServer
     from tests.conftest import Conversation, fake_settings
 
