@@ -164,6 +164,37 @@ def print_report(outcomes: list[Outcome]) -> None:
           "place; by model: held without the grounding check adding the fact; latency: typed line -> first reply audio.")
 
 
+def write_png(outcomes: list[Outcome], path: Path) -> None:
+    """Per persona: how the fact questions went (held by the model, held by the check, missed, wrong)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    npcs = sorted({o.npc for o in outcomes})
+    facts = {npc: [o for o in outcomes if o.npc == npc and o.kind == "fact"] for npc in npcs}
+    parts = [
+        ("held, said by the model", "#2e7d32", lambda o: o.verdict == "held" and not o.corrected),
+        ("held, fact said by the check", "#81c784", lambda o: o.verdict == "held" and o.corrected),
+        ("missed", "#bdbdbd", lambda o: o.verdict == "missed"),
+        ("wrong value", "#c62828", lambda o: o.verdict == "wrong"),
+    ]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    left = [0.0] * len(npcs)
+    for label, colour, chosen in parts:
+        shares = [100 * sum(map(chosen, facts[npc])) / max(1, len(facts[npc])) for npc in npcs]
+        ax.barh(npcs, shares, left=left, color=colour, label=label)
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of held-out fact questions")
+    ax.invert_yaxis()
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -174,10 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="ask every line this many times (default 1)")
     parser.add_argument("--npc", action="append", help="only this persona (repeatable)")
     parser.add_argument("--json", type=Path, help="also write every reply and verdict here")
+    parser.add_argument("--png", type=Path, default=Path("artifacts/dialogue.png"), help="where to draw the fact outcomes")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every reply, not only failures")
     args = parser.parse_args(argv)
     outcomes = asyncio.run(run(args))
     print_report(outcomes)
+    write_png(outcomes, args.png)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summarise(outcomes), "lines": [o.__dict__ for o in outcomes]}, indent=1))
