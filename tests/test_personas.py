@@ -407,3 +407,22 @@ def test_cli_main_runs_schema_and_check(capsys: pytest.CaptureFixture[str]) -> N
 def test_missing_id_suggests_the_file_name(tmp_path: Path) -> None:
     message = only(messages(tmp_path, VALID.replace('id = "greta"\n', ""), name="greta.toml"))
     assert 'greta.toml: id: is required but missing. Add it, e.g. id = "greta"' in message
+
+
+def test_a_malformed_tests_entry_is_an_error_naming_file_line_and_field() -> None:
+    from npcserver.personas import parse_persona
+
+    path = Path(__file__).resolve().parent.parent / "voices" / "bram_innkeeper.toml"
+    text = path.read_text() + '\n[[tests]]\nplayer = "How much is a room?"\nmust_say = ["/3 (silver/"]\n\n[[tests]]\nplayer = 5\n'
+    result = parse_persona(text, path)
+    assert result.persona is None
+    messages = [str(problem) for problem in result.problems]
+    bad_regex = next(m for m in messages if "tests[10].must_say[1]" in m)
+    assert "not a valid regular expression" in bad_regex and bad_regex.startswith(f"{path}:")
+    assert any("tests[11].player" in m and "must be text" in m for m in messages)
+
+
+def test_persona_tests_are_loaded_with_the_persona() -> None:
+    persona = load_persona_file(Path(__file__).resolve().parent.parent / "voices" / "rolf_guard.toml").persona
+    assert persona is not None and len(persona.tests) >= 8
+    assert persona.tests[0].player and persona.tests[0].must_say
