@@ -22,7 +22,7 @@ import numpy as np
 
 from game_client_demo.wav import read_wav_mono16, write_wav_mono16
 from npcserver.audio import float_to_pcm16, pcm16_to_float, resample
-from npcserver.client import FRAME_MS, PROTOCOL_SAMPLE_RATES, TalkError, TalkSession, TurnResult
+from npcserver.client import FRAME_MS, PROTOCOL_SAMPLE_RATES, HeardTurn, TalkError, TalkSession
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/talk"
 FALLBACK_RATE = 16_000
@@ -48,7 +48,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
-def describe_turn(number: int, result: TurnResult, npc_name: str, typed: str | None = None) -> str:
+def describe_turn(number: int, result: HeardTurn, npc_name: str, typed: str | None = None) -> str:
     lines = [f"turn {result.turn if result.turn is not None else number}"]
     lines.append(
         f"  typed:  {typed!r}" if typed is not None and not result.transcript else f"  heard:  {result.transcript!r}"
@@ -76,14 +76,14 @@ def describe_turn(number: int, result: TurnResult, npc_name: str, typed: str | N
     return "\n".join(lines)
 
 
-async def _until_heard(result: TurnResult, limit_s: float = 30.0) -> None:
+async def _until_heard(result: HeardTurn, limit_s: float = 30.0) -> None:
     """Wait until the reply would have finished playing, as a player would before speaking again."""
     end = result.playback_end_at
     if end is not None:
         await asyncio.sleep(min(limit_s, max(0.0, end - time.perf_counter())))
 
 
-async def _mic_turns(session: TalkSession, turns: int, timeout_s: float) -> list[TurnResult]:
+async def _mic_turns(session: TalkSession, turns: int, timeout_s: float) -> list[HeardTurn]:
     """Stream the default microphone until `turns` turns have ended (sounddevice is optional)."""
     try:
         import sounddevice  # type: ignore[import-not-found]
@@ -131,7 +131,7 @@ async def talk(args: argparse.Namespace) -> int:
     except TalkError as exc:
         print(f"could not start a session: {exc}", file=sys.stderr)
         return 2
-    results: list[TurnResult] = []
+    results: list[HeardTurn] = []
     async with session:
         print(f"talking to {session.info.npc_name} ({session.info.npc_id}), session {session.info.session}")
         greeting = await session.wait_greeting(timeout_s=args.timeout) if args.greeting else None

@@ -19,7 +19,7 @@ from typing import Any
 from loadtest.corpus import Utterance
 from loadtest.metrics import word_error_rate
 from loadtest.schedule import PlannedTurn, build_schedule
-from npcserver.client import CONNECT_FAILED_CODE, TalkError, TalkSession, TurnResult
+from npcserver.client import CONNECT_FAILED_CODE, HeardTurn, TalkError, TalkSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ class RunResult:
 
 
 def make_record(
-    planned: PlannedTurn, utterance: Utterance, result: TurnResult, run_t0: float, text_mode: bool
+    planned: PlannedTurn, utterance: Utterance, result: HeardTurn, run_t0: float, text_mode: bool
 ) -> TurnRecord:
     underruns = result.underruns
     wer = None

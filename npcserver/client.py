@@ -3,7 +3,7 @@
 It behaves like a game client with an open microphone: `TalkSession.speak()` streams PCM in 20 ms frames at
 real-time pace (each frame leaves when its last sample would have been captured), then keeps sending
 silence until the NPC's turn ends. Every server event is stamped with `time.perf_counter()` on arrival,
-so a `TurnResult` can tell what the player felt: voice-to-voice (end of speech -> first reply audio),
+so a `HeardTurn` can tell what the player felt: voice-to-voice (end of speech -> first reply audio),
 time to the final transcript and to the first reply text, and audible stutters in the reply stream.
 
 Only this module and server.py speak WebSocket; message parsing is a few lines of JSON here.
@@ -71,7 +71,7 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class TurnResult:
+class HeardTurn:
     """One turn as the client saw it. Times are perf_counter seconds; `None` when the event never came."""
 
     turn: int | None
@@ -193,7 +193,7 @@ def speech_end_sample(pcm: np.ndarray, sample_rate: int, threshold: float = SPEE
 
 @dataclass(slots=True)
 class _TurnCollector:
-    """Mutable state for the turn in progress; frozen into a TurnResult when it ends."""
+    """Mutable state for the turn in progress; frozen into a HeardTurn when it ends."""
 
     started_at: float
     wall_started_at: float
@@ -216,8 +216,8 @@ class _TurnCollector:
     close_code: int | None = None
     timed_out: bool = False
 
-    def result(self) -> TurnResult:
-        return TurnResult(
+    def result(self) -> HeardTurn:
+        return HeardTurn(
             turn=self.turn,
             started_at=self.started_at,
             wall_started_at=self.wall_started_at,
@@ -357,7 +357,7 @@ class TalkSession:
             collector.done.set()
         return collector
 
-    async def _finish_turn(self, collector: _TurnCollector, timeout_s: float) -> TurnResult:
+    async def _finish_turn(self, collector: _TurnCollector, timeout_s: float) -> HeardTurn:
         try:
             async with asyncio.timeout(max(0.0, timeout_s - (time.perf_counter() - collector.started_at))):
                 await collector.done.wait()
@@ -368,7 +368,7 @@ class TalkSession:
         self._turn = None
         return collector.result()
 
-    async def say(self, text: str, *, timeout_s: float = 30.0) -> TurnResult:
+    async def say(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
         """Send a typed line and collect the NPC's reply. Latencies run from the moment the text was sent."""
         collector = self._begin_turn()
         try:
@@ -387,7 +387,7 @@ class TalkSession:
         push_to_talk: bool = False,
         timeout_s: float = 30.0,
         frame_ms: int = FRAME_MS,
-    ) -> TurnResult:
+    ) -> HeardTurn:
         """Stream int16 mono `pcm` (at the session's rate) like a live mic, then open-mic silence until turn_end.
 
         `speech_end` is the sample index just past the last speech sample (found from the audio if not
@@ -446,7 +446,7 @@ class TalkSession:
         """Raw mic audio (s16le at the session's rate), for callers that pace it themselves (a live mic)."""
         await self._ws.send(pcm)
 
-    async def await_turn(self, *, timeout_s: float = 120.0) -> TurnResult:
+    async def await_turn(self, *, timeout_s: float = 120.0) -> HeardTurn:
         """Collect the next turn the server detects in audio sent with `send_audio` (no client speech-end time)."""
         return await self._finish_turn(self._begin_turn(), timeout_s)
 
@@ -474,7 +474,7 @@ class TalkSession:
                     collector.close_code = self.close_code
                     collector.done.set()
 
-    async def wait_greeting(self, *, first_event_timeout_s: float = 2.0, timeout_s: float = 30.0) -> TurnResult | None:
+    async def wait_greeting(self, *, first_event_timeout_s: float = 2.0, timeout_s: float = 30.0) -> HeardTurn | None:
         """The greeting (turn 0) once it has ended, or None if none began within `first_event_timeout_s`."""
         try:
             async with asyncio.timeout(first_event_timeout_s):

@@ -41,7 +41,7 @@ CLAUSE_QUEUE_SIZE = 8
 FIRST_CLAUSE_MAX_WORDS = 4
 
 
-class ModelError(Exception):
+class StageError(Exception):
     """A model failed during a turn; the session reports it and goes on."""
 
     def __init__(self, stage: str, cause: BaseException) -> None:
@@ -109,7 +109,7 @@ class ModelRunner:
                 return await asyncio.wrap_future(executor.submit_by(deadline, timed))
             return await asyncio.get_running_loop().run_in_executor(executor, timed)
         except Exception as exc:
-            raise ModelError(stage, exc) from exc
+            raise StageError(stage, exc) from exc
         finally:
             load.pending -= 1
 
@@ -207,7 +207,7 @@ class ModelRunner:
         try:
             while (item := await pieces.get()) is not None:
                 if isinstance(item, BaseException):
-                    raise ModelError("llm", item)
+                    raise StageError("llm", item)
                 yield item
         finally:
             stop.set()

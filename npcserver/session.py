@@ -34,7 +34,7 @@ from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.persona_turn import persona_turn_request
-from npcserver.pipeline import Emit, ModelError, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
+from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.prompt import build_messages, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
@@ -409,8 +409,8 @@ class Session:
         except asyncio.CancelledError:
             interrupted = True
             raise
-        except (ModelError, ExceptionGroup) as exc:
-            error = _find_model_error(exc)
+        except (StageError, ExceptionGroup) as exc:
+            error = _find_stage_error(exc)
             if error is None:
                 raise
             log.warning("session %s turn %d: %s", self.id, turn.number, error)
@@ -459,12 +459,12 @@ class Session:
             await self._active.stopped()
 
 
-def _find_model_error(exc: BaseException) -> ModelError | None:
+def _find_stage_error(exc: BaseException) -> StageError | None:
     """The model failure inside what a turn raised (TaskGroup wraps it in an ExceptionGroup)."""
-    if isinstance(exc, ModelError):
+    if isinstance(exc, StageError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            if (found := _find_model_error(inner)) is not None:
+            if (found := _find_stage_error(inner)) is not None:
                 return found
     return None
