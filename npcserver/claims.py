@@ -22,11 +22,8 @@ COINS = frozenset({"silver", "gold", "copper", "coin", "coins", "crown", "crowns
 DIRECTIONS = {"north": "north", "northern": "north", "south": "south", "southern": "south",
               "east": "east", "eastern": "east", "west": "west", "western": "west"}  # fmt: skip
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
-_NUMBER_RUN = re.compile(
-    r"\b(?:" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")(?:[ -](?:"
-    + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r"))*\b",
-    re.IGNORECASE,
-)
+_NUMBER_WORD = "|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
+_NUMBER_RUN = re.compile(rf"\b(?:{_NUMBER_WORD})(?:[ -](?:{_NUMBER_WORD}))*\b", re.IGNORECASE)
 
 
 # "one" is a number only before a unit ("one silver", "one night"), not in "the one" or "lucky one"

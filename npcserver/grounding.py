@@ -1,10 +1,10 @@
 """Keeping a reply to what the persona knows, clause by clause, before anything is spoken. Pure.
 
 The model writes; this decides what of it may be said:
-- a clause that claims a number, coin, direction or name that neither the facts shown for this turn,
-  the persona's own description, the player's line nor the game context holds is never spoken
-  ("Three gold, I reckon." when the fact says 3 silver): the reply stops there, and the fact the
-  line asked about is said instead;
+- a clause that claims a number, coin, direction or name that neither the fact the line asks for,
+  the persona's own texts, the player's line nor the game context holds is never spoken ("Three
+  gold, I reckon." when the fact says 3 silver): the reply stops there, and the fact the line asked
+  about is said instead;
 - when the line clearly asked for a fact (`Lookup.must_state`) and the reply's first sentence did not
   state it, the model stops and the NPC says the fact itself, in the first person.
 So a wrong fact is never worse than a missing one, and a missing one is added.
@@ -12,11 +12,10 @@ So a wrong fact is never worse than a missing one, and a missing one is added.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from npcserver.claims import claims_of, normalise_for_matching, unsupported, vocabulary
-from npcserver.knowledge import FactMatch, Lookup, known_words, spoken_fact
+from npcserver.knowledge import FactMatch, Lookup, spoken_fact
 from npcserver.personas import Persona
 from npcserver.prompt import names_topic
 from npcserver.reply_form import echoes
@@ -54,21 +53,18 @@ class ReplyCheck:
     corrected: bool = False  # the fact was said by the check, not by the model
 
     def __post_init__(self) -> None:
-        # asked for one fact, the reply may state that one only: "A new axe costs 30 silver" is no
-        # answer to "what does a repair cost?", even though it is another true fact
-        # another true fact: and not a number of the persona's story either ("thirty years" at the forge)
-        # Without a fact the line clearly asks for, the reply may state no fact's values at all: the
-        # lookup is unsure, and a true fact's price given to the wrong question is a wrong answer.
-        sources: tuple[str, ...]
+        # Asked for one fact, a reply may state that one only ("A new axe costs 30 silver" is no answer
+        # to "what does a repair cost?", nor is the "thirty years" of the persona's story). Unsure of
+        # the fact asked for, it may state no fact's values: a true price for the wrong question is wrong.
         if self.lookup.must_state:
-            sources = (self.persona.name, self.persona.role, self.lookup.must_state.clause)
+            sources: tuple[str, ...] = (self.persona.name, self.persona.role, self.lookup.must_state.clause)
         else:
-            sources = known_words(self.persona, ())
+            sources = _identity(self.persona)
         self._known = vocabulary(*sources, self.player_text, self.context_text)
 
     def accept(self, clause: str) -> tuple[list[str], bool]:
         """The clauses to speak in place of `clause`, and whether the model should stop writing."""
-        if echoes(clause, self.player_text, self.persona.facts):  # "Pour me one of your ales, friend." said back to the player
+        if echoes(clause, self.player_text, self.persona.facts):  # "Pour me one of your ales, friend."
             self.dropped.append(clause)
             return [], False
         if _repeats(clause, self.said) or any(names_topic(topic, clause) for topic in self.persona.forbidden_topics) or (
@@ -101,20 +97,15 @@ class ReplyCheck:
     def lead(self) -> str | None:
         """The fact the line asked for, to say before the model writes anything (None: nothing asked).
         The model then only goes on from it, so the answer comes first and at TTS speed."""
-        need = self.lookup.must_state
-        if need is None:
-            return None
-        line = spoken_fact(self.persona, need)
-        self.said.append(line)
-        self.corrected = True
-        return line
+        said = self._with_fact()
+        return said[0] if said else None
 
     def finish(self) -> list[str]:
-        """The clauses to add when the model has stopped (the fact, if it is still missing; with nothing
-        said and no fact to say, the first clause held back for a made-up name rather than silence)."""
-        added = self._with_fact() if self._fact_missing() or not self.said else []
+        """The clauses to add when the model has stopped: the fact asked for, if still unsaid; with
+        nothing said at all, the greeting (a line in the NPC's own voice rather than silence)."""
+        added = self._with_fact()
         if not self.said and self.persona.greeting:
-            added = [self.persona.greeting]  # every clause was held back: a line in the NPC's own voice
+            added = [self.persona.greeting]
             self.said.extend(added)
         return added
 
@@ -133,10 +124,11 @@ class ReplyCheck:
         return [line]
 
 
-def unsupported_claims(persona: Persona, lookup: Lookup, player_text: str, texts: Iterable[str]) -> list[str]:
-    """The claims of `texts` that nothing known backs (for benchmarks: what the check would drop)."""
-    known = vocabulary(*known_words(persona, lookup.facts), player_text)
-    return [claim for text in texts for claim in unsupported(claims_of(text), known)]
+def _identity(persona: Persona) -> tuple[str, ...]:
+    """The persona's own texts, which a claim may come from (not the example lines: their prices are
+    other questions' answers, "Three silver" for a room; not the facts: see ReplyCheck)."""
+    return (persona.name, persona.role, persona.description, persona.speaking_style, persona.greeting or "",
+            persona.deflection or "")  # fmt: skip
 
 
 def _words(clauses: list[str]) -> int:

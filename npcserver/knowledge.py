@@ -15,7 +15,6 @@ Forbidden topics are indexed too, so "what's in your basement?" can get the cell
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,9 +83,6 @@ def _name_forms(persona: Persona) -> list[str]:
     return sorted((form for form in forms if len(form) > 1), key=len, reverse=True)
 
 
-_THIRD_SUBJECT = r"(?:she|he)"
-
-
 def _base_verb(verb: str) -> str:
     """Third person singular -> the form after "I": forges -> forge, carries -> carry, is -> am."""
     lower = verb.lower()
@@ -102,39 +98,28 @@ def _base_verb(verb: str) -> str:
     return verb
 
 
+_AFTER_YOU = {"am": "are", "was": "were"}  # "you" takes the "I" form but for these two
+
+
 def in_person(persona: Persona, text: str, person: str) -> str:
     """A fact about the persona re-said in the first person ("I", as the NPC says it) or the second
     ("you", as the player asks): "Greta's iron comes from..." -> "My iron comes from..."."""
-    me, my, subject = ("I", "my", "i") if person == "first" else ("you", "your", "you")
+    me, my = ("I", "my") if person == "first" else ("you", "your")
     names = "|".join(re.escape(form) for form in _name_forms(persona))
-    # the persona as the subject of a verb: "Pip sells" / "She grows" -> "I sell"; "you sell"
-    def subject_verb(match: re.Match[str]) -> str:
-        verb = match.group(2)
-        if person == "first":
-            verb = _base_verb(verb)
-        elif verb.lower() in ("is", "was"):
-            verb = {"is": "are", "was": "were"}[verb.lower()]
-        elif verb.lower() in ("has", "does"):
-            verb = {"has": "have", "does": "do"}[verb.lower()]
-        else:
-            verb = _base_verb(verb) if verb.lower() != "am" else verb
-        return f"{me if subject == 'i' else 'you'} {verb}"
 
-    pattern = rf"\b(?:{names}|{_THIRD_SUBJECT})\b(?!')\s+(?:(not|never|always|also|only)\s+)?([a-z]+)"
+    def subject_verb(match: re.Match[str]) -> str:  # "Pip sells" / "She never eats" -> "I sell" / "you never eat"
+        adverb, verb = match.group(1), _base_verb(match.group(2))
+        if person != "first":
+            verb = _AFTER_YOU.get(verb.lower(), verb)
+        return f"{me} {adverb + ' ' if adverb else ''}{verb}"
 
-    def with_adverb(match: re.Match[str]) -> str:
-        adverb = match.group(1)
-        if adverb:  # "She does not" is matched as subject + "does"; an adverb keeps the verb as is
-            return f"{me if subject == 'i' else 'you'} {adverb} {_base_verb(match.group(2)) if person == 'first' else match.group(2)}"
-        return subject_verb(match)
-
-    text = re.sub(pattern, with_adverb, text, flags=re.IGNORECASE)
+    subject = rf"\b(?:{names}|she|he)\b(?!')" if names else r"\b(?:she|he)\b(?!')"
+    text = re.sub(subject + r"\s+(?:(not|never|always|also|only)\s+)?([a-z]+)", subject_verb, text, flags=re.IGNORECASE)
     if names:
         text = re.sub(rf"\b(?:{names})'s\b", my, text)
-        text = re.sub(rf"\b(?:{names})\b", me if person == "first" else "you", text)
+        text = re.sub(rf"\b(?:{names})\b", me, text)
     text = re.sub(r"\b(?:her|his)\b", my, text, flags=re.IGNORECASE)
     text = re.sub(r"\b(?:herself|himself)\b", "myself" if person == "first" else "yourself", text, flags=re.IGNORECASE)
-    text = re.sub(r"\bI does\b", "I do", text)
     return text[:1].upper() + text[1:] if text else text
 
 
@@ -202,10 +187,3 @@ def spoken_fact(persona: Persona, match: FactMatch) -> str:
     """The fact as the NPC says it: first person, one sentence."""
     sentence = in_person(persona, match.clause, "first").strip()
     return sentence if sentence[-1:] in ".!?" else sentence + "."
-
-
-def known_words(persona: Persona, facts: Sequence[str]) -> tuple[str, ...]:
-    """The persona texts a reply's claims may come from, beside the player's line and the game context."""
-    # not the example lines: their prices are other questions' answers ("Three silver" for a room)
-    return (persona.name, persona.role, persona.description, persona.speaking_style, persona.greeting or "",
-            persona.deflection or "", *facts)  # fmt: skip

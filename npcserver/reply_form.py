@@ -4,6 +4,7 @@ labels, emoji, markup or loops, not parroting the player, never stepping out of 
 
 from __future__ import annotations
 
+import functools
 import re
 
 from npcserver.claims import normalise_for_matching
@@ -57,7 +58,7 @@ def echoes(reply: str, player_line: str, facts: tuple[str, ...] = ()) -> bool:
     an echo ("Who is the captain of the guard?" -> "The captain of the guard is Dame Elsbeth.")."""
     said = normalise_for_matching(player_line).split()
     mine = normalise_for_matching(reply).split()
-    known = " " + " ".join(normalise_for_matching(fact) for fact in facts) + " "
+    known = _normalised_facts(facts)
 
     def copied(gram: tuple[str, ...]) -> bool:
         return f" {' '.join(gram)} " not in known
@@ -67,3 +68,9 @@ def echoes(reply: str, player_line: str, facts: tuple[str, ...] = ()) -> bool:
     if any((gram := tuple(mine[i : i + 4])) in fours and copied(gram) for i in range(len(mine) - 3)):
         return True
     return len(mine) >= 3 and tuple(mine[:3]) in threes and copied(tuple(mine[:3]))
+
+
+@functools.lru_cache(maxsize=64)
+def _normalised_facts(facts: tuple[str, ...]) -> str:
+    # once per persona version, not once per clause checked
+    return " " + " ".join(normalise_for_matching(fact) for fact in facts) + " "
