@@ -83,7 +83,7 @@ class ModelRunner:
         self._executors["tts"] = DeadlineExecutor("tts")
         if backends.embedder is not None:
             self._executors["knowledge"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
-        self._knowledge: dict[tuple[str, str], KnowledgeIndex] = {}  # by persona id and version
+        self._knowledge: dict[str, KnowledgeIndex] = {}  # by persona id: the index of its latest version
         self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
@@ -118,30 +118,23 @@ class ModelRunner:
 
     async def look_up(self, persona: Persona, line: str) -> Lookup:
         """The persona facts the line asks about (NOTHING_FOUND without an embedder)."""
-        embedder = self.backends.embedder
-        if embedder is None:
+        if self.backends.embedder is None:
             return NOTHING_FOUND
-
-        def look() -> Lookup:
-            key = (persona.id, persona.version)
-            index = self._knowledge.get(key)
-            if index is None or index.persona is not persona:
-                index = self._knowledge[key] = KnowledgeIndex(persona, embedder)  # ~100 ms, once a version
-            return index.lookup(line)
-
-        return await self._call("knowledge", look)
+        return await self._call("knowledge", lambda: self._index_of(persona).lookup(line))
 
     def knowledge_index(self, persona: Persona) -> None:
         """Build the persona's fact index in the background, so its first turn does not wait for it."""
-        embedder = self.backends.embedder
-        key = (persona.id, persona.version)
-        if embedder is None or key in self._knowledge:
-            return
+        known = self._knowledge.get(persona.id)
+        if self.backends.embedder is not None and (known is None or known.persona.version != persona.version):
+            self._executors["knowledge"].submit(self._index_of, persona).add_done_callback(_log_background_failure)
 
-        def build() -> None:
-            self._knowledge.setdefault(key, KnowledgeIndex(persona, embedder))
-
-        self._executors["knowledge"].submit(build).add_done_callback(_log_background_failure)
+    def _index_of(self, persona: Persona) -> KnowledgeIndex:
+        """On the knowledge worker: the persona's index, built (~100 ms) when its version is new."""
+        index = self._knowledge.get(persona.id)
+        if index is None or index.persona.version != persona.version:
+            assert self.backends.embedder is not None
+            index = self._knowledge[persona.id] = KnowledgeIndex(persona, self.backends.embedder)
+        return index
 
     async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> np.ndarray:
         """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
@@ -240,7 +233,7 @@ class ModelRunner:
                 close_model(wait=wait)
 
 
-def _log_background_failure(future: Future[None]) -> None:
+def _log_background_failure(future: Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("background model work (prefill, fact index) failed: %s", future.exception())
 
@@ -395,7 +388,6 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
     if request.fixed_reply is not None and (line := request.fixed_reply(result.player_text)):
         await _say(runner, request, out, result, line)  # e.g. the designer's deflection of a forbidden topic
         return
-    lookup = NOTHING_FOUND
     if request.persona is not None and runner.backends.embedder is not None:  # no lookup, nothing to check by
         started = time.perf_counter()
         lookup = await runner.look_up(request.persona, result.player_text)
@@ -407,7 +399,7 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
 
     clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
     async with asyncio.TaskGroup() as group:
-        group.create_task(_write_reply(runner, request, out, result, clauses, lookup))
+        group.create_task(_write_reply(runner, request, out, result, clauses))
         group.create_task(_speak_clauses(runner, request, out, result, clauses))
     await out.end_audio()
 
@@ -430,7 +422,6 @@ async def _write_reply(
     out: TurnOutput,
     result: TurnResult,
     clauses: asyncio.Queue[str | None],
-    lookup: Lookup = NOTHING_FOUND,
 ) -> None:
     # a one-word opener ("Aye," "Well,") is already sayable: the player hears the NPC a few tokens sooner
     splitter = ClauseSplitter(
@@ -438,6 +429,7 @@ async def _write_reply(
     )
     limiter = ReplyLimiter(request.max_reply_words)
     check = result.check
+    lookup = check.lookup if check is not None else NOTHING_FOUND
     lead = check.lead() if check is not None and request.fact_first else None
     facts = (lookup.must_state.clause,) if lead and lookup.must_state else lookup.facts
     messages = request.messages_for(result.player_text, facts)
