@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.metrics import LatencyHistogram
 from npcserver.claims import claims_of, says
 from npcserver.reply_form import form_problems
 
@@ -57,17 +58,13 @@ def judge_fact(question: dict[str, Any], fact: str, reply: str) -> str:
     return "held" if all(says(reply, pattern) for pattern in question["must_say"]) else "missed"
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     facts = [o for o in outcomes if o.kind == "fact"]
     deflects = [o for o in outcomes if o.kind == "deflect"]
-    latency = [o.reply_audio_ms for o in outcomes if o.reply_audio_ms is not None]
+    latency = LatencyHistogram()
+    for outcome in outcomes:
+        if outcome.reply_audio_ms is not None:
+            latency.record(outcome.reply_audio_ms)
     return {
         "facts": len(facts),
         "recall": sum(o.verdict == "held" for o in facts) / max(1, len(facts)),
@@ -76,8 +73,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "deflected": sum(o.verdict == "deflected" for o in deflects) / max(1, len(deflects)) if deflects else None,
         "form": sum(not o.form for o in outcomes) / max(1, len(outcomes)),
         "lines": len(outcomes),
-        "reply_audio_p50_ms": _percentile(latency, 50),
-        "reply_audio_p95_ms": _percentile(latency, 95),
+        "reply_audio_p50_ms": latency.percentile(50),
+        "reply_audio_p95_ms": latency.percentile(95),
     }
 
 
@@ -98,7 +95,6 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
         overrides["fact_first"] = False
     settings = Settings(**overrides)
     store = PersonaStore(settings.voices)
-    store.reload_changed()
     print(f"loading models (LLM precision {settings.llm_precision}, knowledge {settings.knowledge_model})...",
           file=sys.stderr, flush=True)
     backends = create_backends(settings)
@@ -115,8 +111,7 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
             persona = store.get(question["npc"])
             if persona is None:
                 raise SystemExit(f"no persona {question['npc']!r} in {settings.voices}")
-            if getattr(backends.dialogue, "prefill", None):
-                runner.prefill(persona_prefix(persona), once_key=(persona.id, persona.version))
+            runner.prefill(persona_prefix(persona), once_key=(persona.id, persona.version))
             result = await reply_to_text(runner, persona, question["player"], seed=args.seed * 1000 + number + attempt * 100_000,
                                          fact_first=settings.fact_first)
             reply = result.reply_text.strip()

@@ -14,9 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from npcserver.config import ENV_PREFIX
+from npcserver.persona_store import PersonaStore
 from npcserver.personas import (
     DEFAULT_VOICE,
     SCHEMA_FILE_NAME,
+    Persona,
     VoiceResolver,
     check_paths,
     default_voice_resolver,
@@ -68,34 +71,37 @@ def check_command(
     return 0
 
 
+def find_persona(store: PersonaStore, npc: str) -> Persona | None:
+    """The persona with this id, or None after telling the user which ids there are."""
+    persona = store.get(npc)
+    if persona is None:
+        known = ", ".join(sorted(store.ids())) or "none"
+        print(f"npcserver: no persona {npc!r} in {store.voices_dir} (known: {known}); "
+              "`npcserver personas check` explains broken files", file=sys.stderr)
+    return persona
+
+
 def test_command(settings: Any, npc: str | None, runs: int, seed: int | None, out: TextIO | None = None) -> int:
     """Run personas' [[tests]] against the real models; 0 when every persona passes >= 90 %, else 1."""
     import asyncio
 
     from npcserver.backends import create_backends
-    from npcserver.persona_store import PersonaStore
-    from npcserver.persona_tests import pass_rate, report_lines, run_persona_tests
+    from npcserver.persona_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
     from npcserver.pipeline import ModelRunner
 
     out = out or sys.stdout
     store = PersonaStore(settings.voices)
-    store.reload_changed()
-    ids = [npc] if npc else sorted(store.ids())
-    missing = [i for i in ids if store.get(i) is None]
-    if missing:
-        known = ", ".join(sorted(store.ids())) or "none"
-        print(f"npcserver: no persona {missing[0]!r} in {settings.voices} (known: {known}); "
-              "`npcserver personas check` explains broken files", file=sys.stderr)
+    personas = [find_persona(store, npc)] if npc else [store.get(i) for i in sorted(store.ids())]
+    if None in personas:
         return 2
     print("loading models...", file=sys.stderr, flush=True)
     runner = ModelRunner(create_backends(settings))
     worst = 1.0
     try:
-        for persona_id in ids:
-            persona = store.get(persona_id)
+        for persona in personas:
             assert persona is not None
             if not persona.tests:
-                print(f"{persona_id}: no [[tests]] (voices/README.md shows how to write them)", file=out)
+                print(f"{persona.id}: no [[tests]] (voices/README.md shows how to write them)", file=out)
                 continue
             outcomes = asyncio.run(run_persona_tests(runner, persona, runs=runs, seed=seed))
             print("\n".join(report_lines(persona, outcomes)), file=out, flush=True)
@@ -103,9 +109,6 @@ def test_command(settings: Any, npc: str | None, runs: int, seed: int | None, ou
     finally:
         runner.close(wait=True)
     return 0 if worst >= PASSING_RATE else 1
-
-
-PASSING_RATE = 0.9
 
 
 def add_personas_parser(
@@ -159,7 +162,7 @@ def add_personas_parser(
 
 def run_personas(args: argparse.Namespace, settings_for: Callable[[argparse.Namespace], Any] | None = None) -> int:
     if args.personas_command == "check":
-        voices = args.voices or Path(os.environ.get("NPCSERVER_VOICES", str(DEFAULT_VOICES_DIR)))
+        voices = args.voices or Path(os.environ.get(ENV_PREFIX + "VOICES", str(DEFAULT_VOICES_DIR)))
         return check_command(args.paths, voices, default_voice=args.tts_voice)
     if args.personas_command == "test":
         if settings_for is None:

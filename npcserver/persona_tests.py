@@ -60,6 +60,9 @@ async def run_persona_tests(runner: ModelRunner, persona: Persona, runs: int = 1
     return outcomes
 
 
+PASSING_RATE = 0.9  # a persona passes its tests when this share of the replies pass
+
+
 def pass_rate(outcomes: list[TestOutcome]) -> float:
     runs = sum(o.runs for o in outcomes)
     return sum(o.passed for o in outcomes) / runs if runs else 1.0

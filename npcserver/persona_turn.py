@@ -5,6 +5,7 @@ server would (the prompt, the facts looked up, the grounding check, the forbidde
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,7 +61,6 @@ async def reply_to_text(
     emit: Emit | None = None,
 ) -> TurnResult:
     """One typed turn through the server's turn code, audio included; its result (text, timings, check)."""
-    import time
 
     async def drop(_message: object) -> None:
         return None

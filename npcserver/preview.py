@@ -15,6 +15,7 @@ from typing import TextIO
 
 from npcserver.backends import create_backends
 from npcserver.config import Settings
+from npcserver.persona_cli import find_persona
 from npcserver.persona_store import PersonaStore
 from npcserver.persona_turn import reply_to_text
 from npcserver.personas import Persona
@@ -23,14 +24,7 @@ from npcserver.protocol import Reply
 
 
 def _persona_or_explain(settings: Settings, npc: str) -> Persona | None:
-    store = PersonaStore(settings.voices)
-    store.reload_changed()
-    persona = store.get(npc)
-    if persona is None:
-        known = ", ".join(sorted(store.ids())) or "none"
-        print(f"npcserver: no persona {npc!r} in {settings.voices} (known: {known}); "
-              f"`npcserver personas check` explains broken files", file=sys.stderr)
-    return persona
+    return find_persona(PersonaStore(settings.voices), npc)  # the store loads the folder
 
 
 def reply_once(runner: ModelRunner, persona: Persona, history: list[tuple[str, str]], line: str,

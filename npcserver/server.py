@@ -37,7 +37,6 @@ from npcserver.endpoint import Endpointer, FakeVad, SileroVad
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.metrics import LiveState, ServerMetrics
-from npcserver.persona_cli import PASSING_RATE
 from npcserver.persona_store import PersonaChange, PersonaStore
 from npcserver.personas import Persona
 from npcserver.phrase_cache import PhraseAudioCache
@@ -193,7 +192,7 @@ class NpcServer:
         task.add_done_callback(self._background_done)
 
     async def _run_persona_tests(self, persona: Persona, runner: ModelRunner) -> None:
-        from npcserver.persona_tests import pass_rate, report_lines, run_persona_tests
+        from npcserver.persona_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
 
         outcomes = await run_persona_tests(runner, persona, runs=1)
         rate = pass_rate(outcomes)
