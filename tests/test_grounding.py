@@ -10,7 +10,7 @@ import pytest
 from npcserver.backends.fake import FakeEmbedder
 from npcserver.claims import claims_of, says, words_to_digits
 from npcserver.grounding import ReplyCheck, states
-from npcserver.knowledge import FactMatch, KnowledgeIndex, Lookup, clauses_of, in_person, is_question, spoken_fact
+from npcserver.knowledge import NOTHING_FOUND, FactMatch, KnowledgeIndex, Lookup, clauses_of, in_person, is_question, spoken_fact
 from npcserver.personas import Persona, load_persona_file
 
 VOICES = Path(__file__).resolve().parent.parent / "voices"
@@ -139,13 +139,13 @@ def test_the_added_fact_keeps_the_reply_under_the_word_cap() -> None:
 
 def test_echoing_the_player_is_dropped() -> None:
     bram = persona("bram_innkeeper")
-    check = ReplyCheck(bram, Lookup((), None, None), "I'm riding out north first thing tomorrow.")
+    check = ReplyCheck(bram, NOTHING_FOUND, "I'm riding out north first thing tomorrow.")
     assert check.accept("Riding out north,") == ([], False)
 
 
 def test_small_talk_may_name_people_but_not_invent_prices() -> None:
     bram = persona("bram_innkeeper")
-    check = ReplyCheck(bram, Lookup((), None, None), "Evening!")
+    check = ReplyCheck(bram, NOTHING_FOUND, "Evening!")
     assert check.accept("Good evening, Traveller!")[0] == ["Good evening, Traveller!"]
     said, stop = check.accept("Ale is 9 gold tonight.")
     assert said == [] and stop
@@ -164,13 +164,13 @@ def test_spoken_fact_is_one_first_person_sentence() -> None:
 
 def test_a_clause_on_a_forbidden_topic_is_never_said() -> None:
     greta = persona("greta_blacksmith")
-    check = ReplyCheck(greta, Lookup((), None, None), "Got anyone helping you?")
+    check = ReplyCheck(greta, NOTHING_FOUND, "Got anyone helping you?")
     assert check.accept("I worked the old mine once,") == ([], True)
 
 
 def test_a_reply_ends_after_three_sentences() -> None:
     pip = persona("pip_merchant")
-    check = ReplyCheck(pip, Lookup((), None, None), "Show me what you've got.")
+    check = ReplyCheck(pip, NOTHING_FOUND, "Show me what you've got.")
     for sentence in ("Pupp!", "Look here!", "A fine gift!"):
         assert check.accept(sentence) == ([sentence], False)
     assert check.accept("You're all I'd need.") == ([], True)
@@ -204,7 +204,7 @@ async def test_the_server_says_the_fact_a_typed_question_asks_for(tmp_path: Path
 
 def test_a_clause_repeating_what_the_reply_said_ends_it() -> None:
     bram = persona("bram_innkeeper")
-    check = ReplyCheck(bram, Lookup((), None, None), "Pour me an ale.")
+    check = ReplyCheck(bram, NOTHING_FOUND, "Pour me an ale.")
     assert check.accept("A mug of ale, friend!") == (["A mug of ale, friend!"], False)
     assert check.accept("You are a mug of ale.") == ([], True)
 
