@@ -10,7 +10,16 @@ import pytest
 from npcserver.backends.fake import FakeEmbedder
 from npcserver.claims import claims_of, says, words_to_digits
 from npcserver.grounding import ReplyCheck, states
-from npcserver.knowledge import NOTHING_FOUND, FactMatch, KnowledgeIndex, Lookup, clauses_of, in_person, is_question, spoken_fact
+from npcserver.knowledge import (
+    NOTHING_FOUND,
+    FactMatch,
+    KnowledgeIndex,
+    Lookup,
+    clauses_of,
+    in_person,
+    is_question,
+    spoken_fact,
+)
 from npcserver.personas import Persona, load_persona_file
 
 VOICES = Path(__file__).resolve().parent.parent / "voices"
