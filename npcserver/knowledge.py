@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from npcserver.answer_kinds import asked_kinds, given_kinds
 from npcserver.backends.base import SentenceEmbedder
 from npcserver.personas import Persona
 
@@ -36,6 +37,10 @@ WHOLE_FACT_SHARE = 0.85  # a whole fact of several parts scoring this share of i
 # benchmark, forbidden-topic lines score 0.36 at p50, fact questions at most 0.39 (but nearer a fact),
 # small talk at most 0.31.
 TOPIC_FORBIDDEN = 0.33
+# added to a fact's score when it holds the kind of answer the line asks for (a price, a time, a
+# name...): enough to lift the one fact that answers "what's that cost?" over the bar when the
+# words alone leave it at 0.2, too little to beat a fact that matches by meaning
+ANSWER_KIND_BONUS = 0.06
 
 _QUESTION_OPENERS = re.compile(
     r"^(?:\W*)(?:what|what's|whats|who|who's|whom|whose|where|where's|when|why|how|how's|which|is|are|was|were|"
@@ -138,6 +143,7 @@ class KnowledgeIndex:
         self._owners = [index for index, _ in self._clauses + whole]
         self._shown = [clause for _, clause in self._clauses] + [fact for _, fact in whole]
         self._vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        self._kinds = [given_kinds(text) for text in self._shown]
         topics = [f"Tell me about {topic}." for topic in persona.forbidden_topics] + [
             f"What about {topic}?" for topic in persona.forbidden_topics
         ]
@@ -159,6 +165,9 @@ class KnowledgeIndex:
         scores = self._vectors @ query
         if topic is not None and float(scores.max()) >= topic_score:
             topic = None  # "which herbs ease pain?" is nearer a fact than the topic "poisons"
+        wanted = asked_kinds(line)
+        if wanted:
+            scores = scores + ANSWER_KIND_BONUS * np.array([bool(wanted & kinds) for kinds in self._kinds])
         best_per_fact: dict[int, FactMatch] = {}
         for row in np.argsort(-scores):
             owner, score = self._owners[row], float(scores[row])
