@@ -15,6 +15,7 @@ real TTS) with seeded sampling. Scores:
     python -m loadtest.dialogue --llm-precision int8 --runs 2 --json artifacts/dialogue-int8.json
     python -m loadtest.dialogue --knowledge-model none   # facts only in the system prompt, no check
     python -m loadtest.dialogue --questions loadtest/dialogue_questions_unseen.toml   # the second set
+    python -m loadtest.dialogue --lookup-only            # the fact lookup alone, in seconds
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import json
 import sys
 import time
 import tomllib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,49 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
     return outcomes
 
 
+def _share(tally: Counter[str], part: str, whole: str) -> str:
+    return f"{100 * tally[part] / tally[whole]:.0f} %" if tally[whole] else "-"
+
+
+def lookup_only(args: argparse.Namespace) -> None:
+    """The fact lookup alone, in seconds, without the LLM or TTS: what a change to it does."""
+    from npcserver.backends.minilm_embedder import TransformersEmbedder
+    from npcserver.config import Settings
+    from npcserver.knowledge import KnowledgeIndex
+    from npcserver.models import resolve_knowledge_model
+    from npcserver.persona_store import PersonaStore
+
+    settings = Settings(**({"knowledge_model": args.knowledge_model} if args.knowledge_model else {}))
+    if settings.knowledge_model == "none":
+        raise SystemExit("--lookup-only needs a knowledge model")
+    embedder = TransformersEmbedder(resolve_knowledge_model(settings.knowledge_model))
+    store = PersonaStore(settings.voices)
+    spec = tomllib.loads(args.questions.read_text(encoding="utf-8"))
+    indexes: dict[str, KnowledgeIndex] = {}
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for kind in ("fact", "deflect", "chat"):
+        for question in spec[kind]:
+            persona = store.get(question["npc"])
+            if persona is None or (args.npc and persona.id not in args.npc):
+                continue
+            found = indexes.setdefault(persona.id, KnowledgeIndex(persona, embedder)).lookup(question["player"])
+            tally = counts[persona.id]
+            tally[kind] += 1
+            if kind == "fact" and found.must_state is not None:
+                tally["right" if found.must_state.fact == question["fact"] - 1 else "other"] += 1
+            elif kind == "deflect":
+                tally["topic"] += found.forbidden_topic is not None
+            elif kind == "chat":
+                tally["chat_fact"] += found.must_state is not None
+    counts["all"] = sum(counts.values(), Counter())
+    print(f"{'persona':18s} {'asked fact':>10s} {'other fact':>10s} {'topic':>6s} {'chat+fact':>9s}")
+    for npc, tally in counts.items():
+        print(f"{npc:18s} {_share(tally, 'right', 'fact'):>10s} {_share(tally, 'other', 'fact'):>10s} "
+              f"{_share(tally, 'topic', 'deflect'):>6s} {_share(tally, 'chat_fact', 'chat'):>9s}")
+    print("asked fact: the reply must state the fact the question asks for; other fact: it must state a different one; "
+          "topic: a forbidden-topic line is seen as one; chat+fact: small talk that must state a fact.")
+
+
 def print_report(outcomes: list[Outcome]) -> None:
     by_npc: dict[str, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
@@ -207,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every reply and verdict here")
     parser.add_argument("--png", type=Path, default=Path("artifacts/dialogue.png"), help="where to draw the fact outcomes")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every reply, not only failures")
+    parser.add_argument("--lookup-only", action="store_true", help="score the fact lookup alone (seconds, no LLM)")
     args = parser.parse_args(argv)
+    if args.lookup_only:
+        lookup_only(args)
+        return 0
     outcomes = asyncio.run(run(args))
     print_report(outcomes)
     write_png(outcomes, args.png)

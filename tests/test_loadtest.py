@@ -244,3 +244,15 @@ def test_server_overhead_is_what_the_stages_do_not_explain() -> None:
     assert server_overhead_ms({**stages, "voice_to_voice_ms": 900.0, "filler_ms": 600.0}) is None  # filler first
     assert server_overhead_ms({**stages, "voice_to_voice_ms": 700.0}) is None  # speculation overlapped the stages
     assert server_overhead_ms({"voice_to_voice_ms": 10.0}) is None
+
+
+@pytest.mark.real
+def test_the_lookup_benchmark_scores_every_question_file_with_the_real_encoder(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadtest.dialogue import QUESTIONS, UNSEEN
+    from loadtest.dialogue import main as dialogue_main
+
+    for questions in (QUESTIONS, UNSEEN):
+        assert dialogue_main(["--lookup-only", "--questions", str(questions)]) == 0
+        rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line[:1].islower()}
+        assert {"bram_innkeeper", "greta_blacksmith", "maren_healer", "pip_merchant", "rolf_guard", "all"} <= rows.keys()
+        assert float(rows["all"][1]) >= 60  # the share of fact questions whose fact the lookup finds
