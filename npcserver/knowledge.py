@@ -83,6 +83,13 @@ def clauses_of(fact: str) -> list[str]:
     return [part[0].upper() + part[1:] + "." for part in parts] if parts else [fact]
 
 
+# how a player calls an NPC: "Healer, ...", "..., innkeeper, what's the word?", "Been here long, Sergeant?"
+_VOCATIVE = re.compile(r"^\W*(?P<first>[A-Za-z]+)\s*,\s*|,\s*(?P<inner>[A-Za-z]+)\s*(?P<end>[,.!?])")
+_ADDRESS_WORDS = frozenset({"sir", "madam", "maam", "ma'am", "friend", "mate", "lad", "lass", "miss", "mister", "master",
+                            "mistress", "sergeant", "captain", "boss", "granny", "grandma", "old-timer", "love", "dear"})
+_NOT_ADDRESS = frozenset({"the", "a", "an", "of", "in", "at", "with", "and", "old", "village", "market", "square", "stall", "gate"})
+
+
 def _name_forms(persona: Persona) -> list[str]:
     forms = {persona.name, *persona.name.split()}
     return sorted((form for form in forms if len(form) > 1), key=len, reverse=True)
@@ -144,6 +151,7 @@ class KnowledgeIndex:
         self._shown = [clause for _, clause in self._clauses] + [fact for _, fact in whole]
         self._vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
         self._kinds = [given_kinds(text) for text in self._shown]
+        self._role_words = frozenset(re.findall(r"[a-z]+", persona.role.lower())) - _NOT_ADDRESS
         topics = [f"Tell me about {topic}." for topic in persona.forbidden_topics] + [
             f"What about {topic}?" for topic in persona.forbidden_topics
         ]
@@ -153,7 +161,7 @@ class KnowledgeIndex:
         """The facts nearest the line (blocking: one embedding)."""
         if not line.strip() or (not self._shown and not self.persona.forbidden_topics):
             return NOTHING_FOUND
-        query = self._embedder.embed([self._without_own_name(line)])[0]
+        query = self._embedder.embed([self._without_address(line)])[0]
         topic, topic_score = None, -1.0
         if len(self._topic_vectors):
             topic_scores = self._topic_vectors @ query
@@ -185,11 +193,18 @@ class KnowledgeIndex:
         )
         return Lookup(shown, best if asked else None, topic)
 
-    def _without_own_name(self, line: str) -> str:
-        # "Morning, Pip!" is not a question about Pip's facts: the name draws every fact that names him
+    def _without_address(self, line: str) -> str:
+        """The line without the words that only address the NPC ("Healer, where's your house?"): the
+        name or the job draws every fact that mentions them, whatever the question is."""
         for form in _name_forms(self.persona):
             line = re.sub(rf",?\s*\b{re.escape(form)}\b", "", line)
-        return line
+        return _VOCATIVE.sub(self._unless_role, line)
+
+    def _unless_role(self, match: re.Match[str]) -> str:
+        word = (match.group("first") or match.group("inner")).lower()
+        if word in _ADDRESS_WORDS or word in self._role_words:
+            return match.group("end") or ""
+        return match.group(0)
 
 
 def spoken_fact(persona: Persona, match: FactMatch) -> str:

@@ -251,3 +251,19 @@ def test_unsure_of_the_fact_asked_for_the_reply_states_no_facts_values() -> None
     check = ReplyCheck(rolf, Lookup((shown,), None, None), "Where can I get my bearings?")
     assert check.accept("That's a tale of two carts on the east road.") == ([], True)
     assert check.finish() == [rolf.greeting]  # nothing was said: a line in the NPC's voice, not a guess
+
+
+@pytest.mark.parametrize(
+    ("npc", "line", "searched"),
+    [
+        ("maren_healer", "Healer, where's your house?", "where's your house?"),
+        ("bram_innkeeper", "You hear all the talk here, innkeeper, what's the word?", "You hear all the talk here, what's the word?"),
+        ("rolf_guard", "Been on this job long, Sergeant?", "Been on this job long?"),
+        ("pip_merchant", "Morning, Pip! Rope, how much?", "Morning! Rope, how much?"),  # "Rope," is what is asked about
+    ],
+)
+def test_the_lookup_ignores_the_words_that_only_address_the_npc(npc: str, line: str, searched: str) -> None:
+    embedder = FakeEmbedder()
+    index = KnowledgeIndex(persona(npc), embedder)
+    index.lookup(line)
+    assert embedder.calls[-1] == [searched]
