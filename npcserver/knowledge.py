@@ -33,10 +33,11 @@ FACT_CONFIDENT = 0.3
 FACT_QUESTION = 0.25
 FACTS_IN_PROMPT = 2
 WHOLE_FACT_SHARE = 0.85  # a whole fact of several parts scoring this share of its best part is said whole
-# A line nearer a forbidden topic than this, and nearer it than any fact, gets the deflection: on the
-# benchmark, forbidden-topic lines score 0.36 at p50, fact questions at most 0.39 (but nearer a fact),
-# small talk at most 0.31.
-TOPIC_FORBIDDEN = 0.33
+# A line nearer a forbidden topic than this, and nearer it than any fact, gets the deflection. Being
+# nearer the topic than every fact is the strong test; this bar only keeps out lines near nothing. On
+# both question sets, 0.25 finds 22 of 35 forbidden-topic lines (0.33: 16) and deflects 4 of 195 others
+# (0.33: 3).
+TOPIC_FORBIDDEN = 0.25
 # added to a fact's score when it holds the kind of answer the line asks for (a price, a time, a
 # name...): enough to lift the one fact that answers "what's that cost?" over the bar when the
 # words alone leave it at 0.2, too little to beat a fact that matches by meaning
