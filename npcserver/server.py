@@ -258,7 +258,11 @@ class NpcServer:
         if self.fillers is not None:
             await self.fillers.close()
         if self.runner is not None:
-            self.runner.close()
+            # Wait (off the loop) until every model worker thread has ended: a daemon worker still
+            # running Python when the interpreter finalizes is ended by pthread_exit, which unwinds
+            # through torch's C++ frames and aborts the process ("terminate called without an active
+            # exception", exit status 134). Each worker ends after its current call.
+            await asyncio.to_thread(self.runner.close, True)
 
     async def __aenter__(self) -> Self:
         await self.start()
