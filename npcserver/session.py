@@ -118,6 +118,7 @@ class Turn:
     task: asyncio.Task[None] | None = None
     speech_end_sample: int | None = None  # for speculative turns: the pause they were started at
     extras: list[asyncio.Task[None]] = field(default_factory=list)  # e.g. the filler timer
+    ended: bool = False  # its turn_end has been sent (exactly one per turn)
 
     def cancel(self) -> None:
         for task in (self.task, *self.extras):
@@ -402,7 +403,7 @@ class Session:
             await turn.out.audio(audio, filler=True)
 
     async def _run_turn(self, turn: Turn, request: TurnRequest) -> None:
-        """Run a turn and always close it with turn_end (held back, like everything, while speculative)."""
+        """Run a turn and always close it with turn_end."""
         interrupted = False
         try:
             await run_turn(self.services.runner, request, turn.out, turn.result)
@@ -420,10 +421,18 @@ class Session:
         finally:
             if "reply_audio_ms" in turn.result.timings and not turn.out.held:
                 self.services.forecast.observe(turn.result.timings["reply_audio_ms"])
-            with contextlib.suppress(Exception):
-                await turn.out.end_audio()
-                await turn.out.send(TurnEnd(turn.number, interrupted, turn.result.timings, filler=turn.out.filler_played,
-                                            speculative=turn.speech_end_sample is not None, resumed=turn.result.resumed))
+            await self._end_turn(turn, interrupted)
+
+    async def _end_turn(self, turn: Turn, interrupted: bool) -> None:
+        """Close the turn's audio and send its one turn_end (held back, like everything, while speculative)."""
+        if turn.ended:
+            return
+        turn.ended = True
+        timings = turn.result.timings if turn.number else {}  # the greeting answers no speech: nothing to time
+        with contextlib.suppress(Exception):
+            await turn.out.end_audio()
+            await turn.out.send(TurnEnd(turn.number, interrupted, timings, filler=turn.out.filler_played,
+                                        speculative=turn.speech_end_sample is not None, resumed=turn.result.resumed))
 
     async def _speak_greeting(self, turn: Turn, persona: Any) -> None:
         """The greeting: spoken as turn 0, before the player's first turn."""
@@ -435,15 +444,15 @@ class Session:
             interrupted = True
             raise
         finally:
-            with contextlib.suppress(Exception):
-                await turn.out.end_audio()
-                await turn.out.send(TurnEnd(0, interrupted, {}))
+            await self._end_turn(turn, interrupted)
 
     async def interrupt(self) -> None:
         """Stop the NPC now: cancel generation and synthesis, and wait until they have let go."""
         turn = self._active
         if turn is not None and turn.running:
             await turn.stopped()
+            # a turn cancelled before its task ever ran (lines sent back to back) ran no finally: end it here
+            await self._end_turn(turn, interrupted=True)
 
     async def wait_turn_done(self) -> None:
         """Return when no NPC turn is in flight (used when draining)."""
