@@ -58,6 +58,8 @@ from npcserver.web import HttpReply, json_reply
 log = logging.getLogger(__name__)
 
 TALK_PATH = "/v1/talk"
+# Headers the checks read as one value: a request that repeats one is refused (400), not guessed at.
+SINGLE_VALUED_HEADERS = ("Host", "Origin", "Authorization")
 HttpHandler = Callable[[dict[str, str]], HttpReply | Awaitable[HttpReply]]
 
 
@@ -321,6 +323,9 @@ class NpcServer:
         return best.site.url if best is not None else None
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        for name in SINGLE_VALUED_HEADERS:
+            if len(request.headers.get_all(name)) > 1:
+                return _response(json_reply({"error": "bad_request", "message": f"more than one {name} header"}, 400))
         parts = urlsplit(request.path)
         if parts.path == TALK_PATH:
             return self._check_handshake(connection, request, dict(parse_qsl(parts.query)))
@@ -362,13 +367,17 @@ class NpcServer:
         if self._demo is None:
             return HttpReply(404, b"not found\n")
         relative = "index.html" if path in ("", "/") else path.lstrip("/")
-        target = (self._demo / relative).resolve()
-        if not target.is_relative_to(self._demo.resolve()) or not target.is_file():
+        try:
+            target = (self._demo / relative).resolve()
+            if not target.is_relative_to(self._demo.resolve()) or not target.is_file():
+                return HttpReply(404, b"not found\n")
+            body = target.read_bytes()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte...: no such file
             return HttpReply(404, b"not found\n")
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind.endswith("javascript"):
             kind += "; charset=utf-8"
-        return HttpReply(200, target.read_bytes(), kind, {"Cache-Control": "no-cache"})
+        return HttpReply(200, body, kind, {"Cache-Control": "no-cache"})
 
     # ------------------------------------------------------------------ WebSocket
 
