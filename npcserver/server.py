@@ -82,7 +82,7 @@ class NpcServer:
     ) -> None:
         self.settings = settings
         self.personas = PersonaStore(settings.voices, default_voice=settings.tts_voice)
-        self.sessions: set[Session] = set()
+        self.sessions: dict[Session, ServerConnection] = {}
         self.runner: ModelRunner | None = None
         self.fillers: FillerCache | None = None
         self.forecast = LatenessForecast()  # shared: every session's turns tell how loaded the models are
@@ -153,6 +153,7 @@ class NpcServer:
         await self.registry.start()
         self._spawn(self._load_models())
         self._spawn(self.personas.watch(self._stopping))
+        self.personas.add_listener(self._end_sessions_of_removed_persona)
         if self.settings.persona_tests_on_reload:
             self.personas.add_listener(self._test_reloaded_persona)
 
@@ -179,6 +180,15 @@ class NpcServer:
         self.fillers = FillerCache(runner)
         self.runner = runner
         log.info("ready in %.1f s: %s", time.perf_counter() - started, self.url)
+
+    def _end_sessions_of_removed_persona(self, change: PersonaChange) -> None:
+        """A deleted persona file ends its sessions now (npc_removed, close 1001), not at their next frame:
+        an open mic that stays silent would otherwise wait forever."""
+        if change.kind != "removed":
+            return
+        for session, ws in list(self.sessions.items()):
+            if session.persona_id == change.id:
+                self._end_session(ws, session, session.persona_removed())
 
     def _test_reloaded_persona(self, change: PersonaChange) -> None:
         """After a designer saves a persona, run its [[tests]] once in the background and log how it did."""
@@ -440,7 +450,7 @@ class NpcServer:
                 pass  # the receive loop sees the close and ends the session
 
         session = Session(services, emit)
-        self.sessions.add(session)
+        self.sessions[session] = ws
         metrics.sessions.inc()
         limits = SessionLimits(settings.max_frames_per_s, settings.frame_burst, settings.audio_rate_limit,
                                settings.audio_burst_s)
@@ -453,28 +463,41 @@ class NpcServer:
                 if not limits.frame_allowed():
                     await self._close_rate_limited(ws, emit, session, "messages")
                     break
-                if isinstance(frame, str):
-                    waiting_for_start = session.state is SessionState.AWAITING_START
-                    await session.on_text_frame(frame)
-                    if waiting_for_start and player is not None:
-                        session.player = player  # the token's player id wins over what the client says
-                    continue
-                if session.input_rate:
-                    seconds = len(frame) / 2 / session.input_rate
-                    if not limits.audio_allowed(seconds):
-                        await self._close_rate_limited(ws, emit, session, "audio")
-                        break
-                    metrics.audio_in.inc(seconds)
-                await session.on_audio_frame(frame)
-        except SessionClosed as closed:
-            await emit(Error(ErrorCode.NPC_REMOVED, closed.reason, fatal=True))
-            await self._close(ws, closed.close_code, closed.reason[:120])
+                try:
+                    if isinstance(frame, str):
+                        waiting_for_start = session.state is SessionState.AWAITING_START
+                        await session.on_text_frame(frame)
+                        if waiting_for_start and player is not None:
+                            session.player = player  # the token's player id wins over what the client says
+                        continue
+                    if session.input_rate:
+                        seconds = len(frame) / 2 / session.input_rate
+                        if not limits.audio_allowed(seconds):
+                            await self._close_rate_limited(ws, emit, session, "audio")
+                            break
+                        metrics.audio_in.inc(seconds)
+                    await session.on_audio_frame(frame)
+                except SessionClosed as closed:
+                    self._end_session(ws, session, closed)  # this loop reads (and drops) until the close is done
         except ConnectionClosed:
             pass
         finally:
             await session.close()
-            self.sessions.discard(session)
+            self.sessions.pop(session, None)
             log.info("session %s closed (code %s)", session.id, ws.close_code)
+
+    def _end_session(self, ws: ServerConnection, session: Session, closed: SessionClosed) -> None:
+        """End a session whose NPC is gone: its turn stops, the client hears why, the socket closes.
+        The connection loop goes on reading (frames are dropped) and ends once the close is done."""
+        if session.end():
+            self._spawn(self._say_goodbye(ws, session, closed))
+
+    async def _say_goodbye(self, ws: ServerConnection, session: Session, closed: SessionClosed) -> None:
+        await session.close()
+        await session.emit(Error(ErrorCode.NPC_REMOVED, closed.reason, fatal=True))
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await ws.close(closed.close_code, closed.reason[:120])
 
     async def _next_frame(self, ws: ServerConnection, session: Session) -> str | bytes | None:
         """The next frame, or None when the connection is over (closed, or idle too long)."""

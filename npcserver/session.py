@@ -161,6 +161,8 @@ class Session:
     # ------------------------------------------------------------------ inbound
 
     async def on_text_frame(self, text: str) -> None:
+        if self.state is SessionState.CLOSED:
+            return  # ending: what the client still sends is dropped
         try:
             message = parse_client_message(text)
             await self._dispatch(message)
@@ -218,6 +220,8 @@ class Session:
             self._launch(turn, self._speak_greeting(turn, persona))
 
     async def on_audio_frame(self, data: bytes) -> None:
+        if self.state is SessionState.CLOSED:
+            return
         if self.state is SessionState.AWAITING_START:
             await self.emit(Error(ErrorCode.NOT_STARTED, "audio arrived before \"start\"; it was dropped"))
             return
@@ -271,8 +275,12 @@ class Session:
     def _persona(self) -> Any:
         persona = self.services.personas.get(self.persona_id)
         if persona is None:
-            raise SessionClosed(1001, f"npc {self.persona_id!r} was removed from this server")
+            raise self.persona_removed()
         return persona
+
+    def persona_removed(self) -> SessionClosed:
+        """Why this session ends when its persona file was deleted."""
+        return SessionClosed(1001, f"npc {self.persona_id!r} was removed from this server")
 
     def _new_turn(self, number: int, started_at: float, timings: dict[str, float] | None = None, held: bool = False) -> Turn:
         result = TurnResult(timings=dict(timings or {}))
@@ -461,7 +469,15 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.shield(turn.task)
 
+    def end(self) -> bool:
+        """Take no more input (frames are dropped from now on); False if it had ended already."""
+        if self.state is SessionState.CLOSED:
+            return False
+        self.state = SessionState.CLOSED
+        return True
+
     async def close(self) -> None:
+        """End the session and stop its turns (they let go of the models before this returns)."""
         self.state = SessionState.CLOSED
         await self._drop_speculation()
         if self._active is not None:

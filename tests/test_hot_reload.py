@@ -75,25 +75,6 @@ async def test_a_broken_edit_keeps_the_last_good_version_live(server: NpcServer)
         assert (await talk.until("turn_end"))["interrupted"] is False
 
 
-async def test_added_and_removed_files(server: NpcServer) -> None:
-    voices = server.settings.voices
-    copy = (voices / "greta_blacksmith.toml").read_text().replace('id = "greta_blacksmith"', 'id = "hilda_smith"')
-    (voices / "hilda_smith.toml").write_text(copy)
-    await eventually(lambda: server.personas.get("hilda_smith") is not None)
-
-    async with connect(server.url) as ws:
-        talk = Conversation(ws)
-        await talk.start(npc="hilda_smith")
-        (voices / "hilda_smith.toml").unlink()
-        await eventually(lambda: server.personas.get("hilda_smith") is None)
-        await talk.send_json(type="text", text="Are you there?")
-        error = await talk.until("error")
-        assert error["code"] == "npc_removed" and error["fatal"] is True
-        with pytest.raises(ConnectionClosed) as closed:
-            await talk.next_message()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-
-
 async def test_game_context_reaches_the_prompt_and_changes_with_the_game(server: NpcServer) -> None:
     async with connect(server.url) as ws:
         talk = Conversation(ws)
@@ -130,3 +111,24 @@ async def test_a_saved_persona_has_its_tests_run_in_the_background_and_logged(
     file.write_text(file.read_text().replace("Sleepy Goose", "Sleepy Gander"))
     await eventually(lambda: "persona tests after reload: bram_innkeeper" in caplog.text, timeout=20)
     assert "replies pass (9 tests)" in caplog.text  # the report names every test; failing ones with replies
+
+
+async def test_an_added_file_is_served_and_deleting_it_ends_its_sessions_at_once(server: NpcServer) -> None:
+    voices = server.settings.voices
+    copy = (voices / "greta_blacksmith.toml").read_text().replace('id = "greta_blacksmith"', 'id = "hilda_smith"')
+    (voices / "hilda_smith.toml").write_text(copy)
+    await eventually(lambda: server.personas.get("hilda_smith") is not None)
+    async with connect(server.url) as ws, connect(server.url) as other:
+        talk, bystander = Conversation(ws), Conversation(other)
+        await talk.start(npc="hilda_smith")
+        await bystander.start()
+        (voices / "hilda_smith.toml").unlink()
+        # the client sends nothing more: the server ends the session on its own
+        error = await talk.until("error", timeout=10)
+        assert error["code"] == "npc_removed" and error["fatal"] is True
+        with pytest.raises(ConnectionClosed) as closed:
+            await talk.next_message()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        await bystander.send_json(type="text", text="Still there?")  # another persona's session goes on
+        assert (await bystander.until("turn_end", turn=1))["interrupted"] is False
+    await eventually(lambda: not server.sessions)
