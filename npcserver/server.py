@@ -502,22 +502,38 @@ class NpcServer:
     async def _next_frame(self, ws: ServerConnection, session: Session) -> str | bytes | None:
         """The next frame, or None when the connection is over (closed, or idle too long)."""
         while True:
+            idle_s = self._idle_allowance(session)
+            waited_s = time.monotonic() - session.active_at
+            # while the NPC speaks the player listens, and an ending session is closing: neither is idle
+            exempt = session.state in (SessionState.RESPONDING, SessionState.CLOSED)
+            if waited_s >= idle_s and not exempt:
+                await self._close_idle(ws, session, idle_s)
+                return None
             try:
-                async with asyncio.timeout(self.settings.idle_timeout_s):
+                async with asyncio.timeout(idle_s if exempt else idle_s - waited_s):
                     return await ws.recv()
             except ConnectionClosed:
                 return None
             except TimeoutError:
-                if session.state is SessionState.RESPONDING:
-                    continue  # the player is listening to the NPC: not idle
-                log.info("session %s idle for %.0f s; closing", session.id, self.settings.idle_timeout_s)
-                with contextlib.suppress(ConnectionClosed, TimeoutError):
-                    async with asyncio.timeout(self.settings.send_timeout_s):
-                        message = f"nothing received for {self.settings.idle_timeout_s:.0f} s"
-                        await ws.send(encode(Error(ErrorCode.IDLE_TIMEOUT, message, fatal=True)))
-                await self._close(ws, CloseCode.NORMAL, ErrorCode.IDLE_TIMEOUT)
-                self.metrics.errors.labels(code=ErrorCode.IDLE_TIMEOUT).inc()
-                return None
+                continue
+
+    def _idle_allowance(self, session: Session) -> float:
+        """How long a session may go without player activity: short until it has started."""
+        if session.state is SessionState.AWAITING_START:
+            return self.settings.start_timeout_s
+        return self.settings.idle_timeout_s
+
+    async def _close_idle(self, ws: ServerConnection, session: Session, idle_s: float) -> None:
+        log.info("session %s idle for %.0f s; closing", session.id, idle_s)
+        if session.state is SessionState.AWAITING_START:
+            message = f"no start within {idle_s:g} s of connecting"
+        else:
+            message = f"nothing from the player for {idle_s:g} s (context and interrupt messages don't count)"
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await ws.send(encode(Error(ErrorCode.IDLE_TIMEOUT, message, fatal=True)))
+        await self._close(ws, CloseCode.NORMAL, ErrorCode.IDLE_TIMEOUT)
+        self.metrics.errors.labels(code=ErrorCode.IDLE_TIMEOUT).inc()
 
     async def _close_rate_limited(
         self, ws: ServerConnection, emit: Callable[[ServerMessage], Awaitable[None]], session: Session, what: str

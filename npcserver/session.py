@@ -157,6 +157,7 @@ class Session:
         self._samples_in = 0
         self._speech_started_at: int | None = None
         self._cut_off: TurnResult | None = None  # the NPC turn the player's voice last cut short
+        self.active_at = time.monotonic()  # when the player was last active, for the idle timeout
 
     # ------------------------------------------------------------------ inbound
 
@@ -176,6 +177,8 @@ class Session:
         if self.state is SessionState.AWAITING_START:
             raise ProtocolError(ErrorCode.NOT_STARTED, f"send \"start\" before \"{message.type}\"")
         self._persona()  # a removed persona ends the session here
+        if isinstance(message, Text | EndOfTurn):
+            self._active_now()
         if isinstance(message, Text):
             limit = self.settings.max_text_chars
             if len(message.text) > limit:
@@ -200,6 +203,7 @@ class Session:
         if persona is None:
             raise ProtocolError(ErrorCode.UNKNOWN_NPC, f"no NPC with id {message.npc!r} on this server (GET /v1/personas lists them)")
         self.persona_id = persona.id
+        self._active_now()
         self.player = message.player
         self.context = dict(message.context)
         self._endpointer = self.services.new_endpointer(message.push_to_talk)
@@ -228,6 +232,9 @@ class Session:
         if len(data) % 2:
             await self.emit(Error(ErrorCode.BAD_AUDIO, f"audio frame of {len(data)} bytes is not whole 16-bit samples; it was dropped"))
             return
+        # audio keeps the session awake for as long as it lasts: a trickle of it is no keep-alive
+        seconds = len(data) / 2 / self.input_rate
+        self.active_at = min(time.monotonic(), self.active_at + seconds)
         samples = pcm16_to_float(data)
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
@@ -271,6 +278,9 @@ class Session:
         await self._begin_turn(audio=ended.utterance, started_at=speech_end, timings=timings)
 
     # ------------------------------------------------------------------ turns
+
+    def _active_now(self) -> None:
+        self.active_at = time.monotonic()
 
     def _persona(self) -> Any:
         persona = self.services.personas.get(self.persona_id)
@@ -372,6 +382,7 @@ class Session:
         if turn is None or task is not turn.task:
             return
         turn.cancel()  # its filler timer
+        self._active_now()  # the player was listening: the idle time starts when the NPC stops
         if turn.result.player_text:
             self.history.append((turn.result.player_text, turn.result.reply_text.strip()))
             self._prefill_next_prompt()

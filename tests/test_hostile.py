@@ -7,16 +7,23 @@ time; traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from npcserver.config import Settings
 from npcserver.server import NpcServer
-from tests.conftest import Conversation, fake_backends, fake_settings
+from tests.conftest import Conversation, fake_backends, fake_settings, silence
+
+ATTACKER = "127.0.0.1"
+PLAYER = "127.0.0.2"  # another loopback address: a different client as far as the server can tell
 
 
 @asynccontextmanager
@@ -24,6 +31,88 @@ async def running(**changes: Any) -> AsyncIterator[NpcServer]:
     async with NpcServer(fake_settings(**changes), fake_backends()) as server:
         await asyncio.wait_for(server.wait_ready(), 10)
         yield server
+
+
+def connect_from(server: NpcServer, address: str) -> Any:
+    return connect(server.url, local_addr=(address, 0), max_queue=None)
+
+
+async def closed_with(talk: Conversation, timeout: float = 10) -> tuple[int | None, list[str]]:
+    """Read until the server closes; its close code and the error codes it sent."""
+    try:
+        while True:
+            await talk.next_message(timeout)
+    except ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd is not None else None
+    return code, [m["code"] for m in talk.messages if m["type"] == "error"]
+
+
+async def answered(ws: ClientConnection) -> dict[str, Any]:
+    talk = Conversation(ws)
+    await talk.start()
+    await talk.send_json(type="text", text="How much for a sword?")
+    return await talk.until("turn_end", turn=1)
+
+
+# --------------------------------------------------------------------------- item 2: holding every slot
+
+
+def test_one_address_may_hold_only_a_small_share_of_the_sessions_by_default() -> None:
+    defaults = Settings()
+    assert 0 < defaults.max_connections_per_ip <= defaults.max_sessions // 4
+
+
+async def test_an_address_at_its_share_is_refused_while_another_player_is_admitted() -> None:
+    async with running(max_sessions=4, max_connections_per_ip=2) as server, contextlib.AsyncExitStack() as held:
+        for _ in range(2):
+            await Conversation(await held.enter_async_context(connect_from(server, ATTACKER))).start()
+        with pytest.raises(InvalidStatus) as refused:
+            await held.enter_async_context(connect_from(server, ATTACKER))
+        assert refused.value.response.status_code == 429 and refused.value.response.headers["Retry-After"]
+        async with connect_from(server, PLAYER) as ws:
+            assert (await answered(ws))["interrupted"] is False
+
+
+async def test_a_connection_that_never_starts_is_closed_after_start_timeout() -> None:
+    async with running(start_timeout_s=0.3) as server, connect_from(server, ATTACKER) as ws:
+        talk = Conversation(ws)
+        assert await closed_with(talk) == (1000, ["idle_timeout"])
+
+
+async def test_keep_alives_do_not_hold_a_slot_but_audio_does() -> None:
+    async with (
+        running(idle_timeout_s=0.6) as server,
+        connect_from(server, ATTACKER) as keeping,
+        connect_from(server, PLAYER) as talking,
+    ):
+        attacker, player = Conversation(keeping), Conversation(talking)
+        await attacker.start()
+        await player.start()
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(30):  # 3 s of context and interrupt messages, every 0.1 s
+                await attacker.send_json(type="context", context={})
+                await attacker.send_json(type="interrupt")
+                await player.send_audio(silence(0.1), frame_bytes=640)  # an open mic, in real time
+                await asyncio.sleep(0.1)
+        assert await closed_with(attacker) == (1000, ["idle_timeout"])
+        assert time.monotonic() - started < 2.0  # freed about idle_timeout_s after start
+        await player.send_json(type="text", text="Still there?")
+        assert (await player.until("turn_end", turn=1))["interrupted"] is False
+
+
+async def test_a_trickle_of_audio_is_no_keep_alive() -> None:
+    async with running(idle_timeout_s=0.6) as server, connect_from(server, ATTACKER) as ws:
+        talk = Conversation(ws)
+        await talk.start()
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(30):  # 20 ms of audio every 0.1 s: a fifth of real time
+                await talk.send_audio(silence(0.02))
+                await asyncio.sleep(0.1)
+        assert await closed_with(talk) == (1000, ["idle_timeout"])
+
+
+# --------------------------------------------------------------------------- item 5: turn_end
 
 
 async def test_lines_sent_back_to_back_each_get_exactly_one_turn_end() -> None:
@@ -37,6 +126,9 @@ async def test_lines_sent_back_to_back_each_get_exactly_one_turn_end() -> None:
     assert ends == Counter(range(11))
     interrupted = {m["turn"] for m in talk.messages if m["type"] == "turn_end" and m["interrupted"]}
     assert interrupted <= set(range(10))
+
+
+# --------------------------------------------------------------------------- item 6: never a 500
 
 
 async def raw_http(port: int, request: bytes) -> tuple[int, bytes]:
