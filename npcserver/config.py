@@ -68,6 +68,8 @@ class Settings:
     adaptive_end_silence: bool = _opt(False, "Let the end-of-turn silence grow (up to 1.6x) for players who pause mid-sentence, and the finished-sentence wait rise to their usual pause + 50 ms (see endpoint.py).")
     # --- limits
     max_text_chars: int = _opt(500, "Longest typed line a client may send.")
+    max_context_keys: int = _opt(32, "Game context keys a session may hold (start and context messages together); a message that would go over is refused with invalid_value and changes nothing.")
+    max_context_entry_chars: int = _opt(256, "Longest context entry, its key and value written as JSON; a longer one is refused with invalid_value (the prompt shows at most 80 characters of a value anyway).")
     max_sessions: int = _opt(16, "Concurrent sessions this node takes; further players are refused with the next-best site named. Also its capacity in site lookups.")
     drain_grace_s: float = _opt(20.0, "On SIGTERM: how long running turns may finish before sessions are closed (1012).")
     max_connections_per_ip: int = _opt(4, "Open WebSocket connections one client address may hold (0 = no cap); more are refused with HTTP 429. Each holds a session slot, so this is one address's share of max_sessions: keep it well below. Raise it for LAN parties and kiosks behind one address.")

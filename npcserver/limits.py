@@ -6,6 +6,7 @@ answer (an error, a close, a refused handshake).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -91,6 +92,18 @@ class ConnectionCounter:
 
     def count(self, address: str) -> int:
         return self._open.get(address, 0)
+
+
+def context_refusal(held: Mapping[str, object], update: Mapping[str, object], max_keys: int, max_entry_chars: int) -> str | None:
+    """Why a context update may not be merged into what a session holds (its memory is bounded), or None."""
+    for key, value in update.items():
+        entry_chars = len(json.dumps({key: value}, ensure_ascii=False))
+        if entry_chars > max_entry_chars:
+            return f"context entry {key[:40]!r} is {entry_chars} characters as JSON; the limit is {max_entry_chars}"
+    keys = len(held.keys() | update.keys())
+    if keys > max_keys:
+        return f"context would hold {keys} keys; the limit is {max_keys}"
+    return None
 
 
 class StageLoadView(Protocol):

@@ -33,6 +33,7 @@ from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
+from npcserver.limits import context_refusal
 from npcserver.persona_turn import persona_turn_request
 from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.prompt import build_messages, persona_prefix
@@ -194,6 +195,7 @@ class Session:
         elif isinstance(message, Interrupt):
             await self.interrupt()
         elif isinstance(message, Context):
+            self._check_context(message.context)
             self.context.update(message.context)
 
     async def _start(self, message: Start) -> None:
@@ -202,6 +204,7 @@ class Session:
         persona = self.services.personas.get(message.npc)
         if persona is None:
             raise ProtocolError(ErrorCode.UNKNOWN_NPC, f"no NPC with id {message.npc!r} on this server (GET /v1/personas lists them)")
+        self._check_context(message.context, held={})
         self.persona_id = persona.id
         self._active_now()
         self.player = message.player
@@ -278,6 +281,13 @@ class Session:
         await self._begin_turn(audio=ended.utterance, started_at=speech_end, timings=timings)
 
     # ------------------------------------------------------------------ turns
+
+    def _check_context(self, update: dict[str, Any], held: dict[str, Any] | None = None) -> None:
+        """Refuse (invalid_value) a context that would go over the size limits: nothing of it is kept."""
+        refusal = context_refusal(self.context if held is None else held, update,
+                                  self.settings.max_context_keys, self.settings.max_context_entry_chars)
+        if refusal is not None:
+            raise ProtocolError(ErrorCode.INVALID_VALUE, refusal)
 
     def _active_now(self) -> None:
         self.active_at = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -110,6 +111,28 @@ async def test_a_trickle_of_audio_is_no_keep_alive() -> None:
                 await talk.send_audio(silence(0.02))
                 await asyncio.sleep(0.1)
         assert await closed_with(talk) == (1000, ["idle_timeout"])
+
+
+# --------------------------------------------------------------------------- item 4: context bloat
+
+
+async def test_context_is_capped_per_entry_and_per_session_with_invalid_value() -> None:
+    async with running(max_context_keys=8, max_context_entry_chars=100) as server, connect(server.url) as ws:
+        talk = Conversation(ws)
+        await talk.send_json(type="start", npc="greta_blacksmith", audio={"encoding": "pcm_s16le", "sample_rate": 16000},
+                             greeting=False, context={"time_of_day": "x" * 60_000})
+        assert (await talk.until("error"))["code"] == "invalid_value"  # the start is refused; a good one works
+        await talk.start(context={"time_of_day": "dusk"})
+        for number in range(20):  # 60 KB values, then more keys than allowed
+            await talk.send_json(type="context", context={f"key{number}": "x" * 60_000})
+            await talk.send_json(type="context", context={f"small{number}": number})
+        await talk.send_json(type="text", text="Still listening?")
+        assert (await talk.until("turn_end", turn=1))["interrupted"] is False
+        (session,) = server.sessions
+        assert len(session.context) == 8 and session.context["time_of_day"] == "dusk"
+        assert len(json.dumps(session.context)) <= 8 * 100
+    errors = [m["code"] for m in talk.messages if m["type"] == "error"]
+    assert errors == ["invalid_value"] * (1 + 20 + 13)  # every big value, and every key past the eighth
 
 
 # --------------------------------------------------------------------------- item 5: turn_end
