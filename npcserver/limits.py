@@ -1,4 +1,5 @@
-"""Abuse limits that need a little state: rates per session, connections per address, node pressure.
+"""Abuse limits that need a little state: rates per session and per address, connections per address,
+node pressure.
 
 Pure bookkeeping with an injectable clock, no I/O: `server.py` asks these objects and acts on the
 answer (an error, a close, a refused handshake).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +44,11 @@ class TokenBucket:
         self._level -= amount
         return True
 
+    def wait_s(self, amount: float = 1.0) -> float:
+        """Seconds until `amount` could be taken (0.0: now)."""
+        level = min(self.burst, self._level + (self._clock() - self._at) * self.rate)
+        return max(0.0, (min(amount, self.burst) - level) / self.rate)
+
 
 class SessionLimits:
     """The per-connection limits the connection loop checks before a frame reaches the session.
@@ -68,6 +75,42 @@ class SessionLimits:
 
     def audio_allowed(self, seconds: float) -> bool:
         return self._audio is None or self._audio.take(seconds)
+
+
+class AddressBudgets:
+    """What one client address may spend, all its connections together: reconnecting buys nothing.
+
+    `rates` names each budget (audio seconds, typed lines, ...) with its (rate per second, burst);
+    a rate of 0 leaves that one unlimited. Addresses are forgotten oldest first past `max_addresses`
+    (one forgotten starts again with a full allowance), so a flood of addresses can't grow memory.
+    """
+
+    def __init__(
+        self, rates: Mapping[str, tuple[float, float]], clock: Clock = time.monotonic, max_addresses: int = 10_000
+    ) -> None:
+        self._rates = {what: (rate, max(burst, 1.0)) for what, (rate, burst) in rates.items() if rate > 0}
+        self._clock = clock
+        self._max_addresses = max_addresses
+        self._buckets: OrderedDict[str, dict[str, TokenBucket]] = OrderedDict()
+
+    def take(self, address: str, what: str, amount: float = 1.0) -> bool:
+        """Spend `amount` of budget `what`; False (nothing spent) when the address has run out."""
+        bucket = self._of(address).get(what)
+        return bucket is None or bucket.take(amount)
+
+    def retry_after_s(self, address: str) -> float:
+        """Seconds until every budget of the address has room for one unit again (0.0: now)."""
+        buckets = self._buckets.get(address)
+        return max((bucket.wait_s() for bucket in buckets.values()), default=0.0) if buckets else 0.0
+
+    def _of(self, address: str) -> dict[str, TokenBucket]:
+        buckets = self._buckets.pop(address, None)
+        if buckets is None:
+            buckets = {what: TokenBucket(rate, burst, self._clock) for what, (rate, burst) in self._rates.items()}
+            while len(self._buckets) >= self._max_addresses:
+                self._buckets.popitem(last=False)
+        self._buckets[address] = buckets  # the most recent last
+        return buckets
 
 
 class ConnectionCounter:

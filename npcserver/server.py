@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+import math
 import mimetypes
 import time
 import weakref
@@ -35,7 +36,7 @@ from npcserver.backends import Backends, create_backends
 from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, FakeVad, SileroVad
 from npcserver.fillers import FillerCache, LatenessForecast
-from npcserver.limits import ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
+from npcserver.limits import AddressBudgets, ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.metrics import LiveState, ServerMetrics
 from npcserver.persona_store import PersonaChange, PersonaStore
 from npcserver.personas import Persona
@@ -98,6 +99,7 @@ class NpcServer:
         self.draining = False
         self.registry: SiteRegistry | None = None
         self.connections = ConnectionCounter(settings.max_connections_per_ip)
+        self.budgets = address_budgets(settings)
         self.pressure = Pressure(settings.max_rss_mb, settings.max_queue_depth)
         self._origins = parse_origins(settings.allowed_origins)
         # token subject, from handshake to session (weak: a handshake that fails later leaves nothing behind)
@@ -348,18 +350,23 @@ class NpcServer:
     def _check_handshake(self, connection: ServerConnection, request: Request, query: dict[str, str]) -> Response | None:
         """Refuse a WebSocket upgrade with a plain HTTP answer, or None to go on with the handshake."""
         headers = request.headers
+        peer = _peer(connection)
         refused: tuple[str, int, str, str] | None = None
-        if not origin_allowed(headers.get("Origin"), headers.get("Host"), self._origins):
+        retry_after_s = self.budgets.retry_after_s(peer)
+        if retry_after_s > 0:  # checked first: a throttled address costs no token check
+            refused = ("throttled", 429, "rate_limited", "this address has used up its allowance; retry later")
+        elif not origin_allowed(headers.get("Origin"), headers.get("Host"), self._origins):
             refused = ("origin", 403, "origin_not_allowed", "this page's origin may not connect (see allowed_origins)")
         elif self.settings.auth_secret:
             verdict = verify_token(self.settings.auth_secret, token_from_request(headers, query),
                                    self.site_id, self.settings.token_max_ttl_s)
             if not verdict.allowed:
+                self.budgets.take(peer, "auth_failure")
                 refused = ("token", verdict.status, "unauthorized" if verdict.status == 401 else "forbidden",
                            verdict.reason)
             elif verdict.player is not None:
                 self._verified_players[connection] = verdict.player
-        if refused is None and not self.connections.allows(_peer(connection)):
+        if refused is None and not self.connections.allows(peer):
             refused = ("per_ip", 429, "too_many_connections",
                        f"at most {self.connections.per_address} connections per address")
         if refused is None and not self.ready:
@@ -369,8 +376,10 @@ class NpcServer:
         reason, status, error, message = refused
         self._verified_players.pop(connection, None)
         self.metrics.refused.labels(reason=reason).inc()
-        log.info("handshake from %s refused: %s", _peer(connection), message)
-        headers_out = {"Retry-After": "2"} if status in (429, 503) else {}
+        # a flood of refusals must not flood the log: the ones a flood gets (429) are counted, logged at debug
+        (log.debug if status == 429 else log.info)("handshake from %s refused: %s", peer, message)
+        retry_s = math.ceil(retry_after_s) if reason == "throttled" else 2
+        headers_out = {"Retry-After": str(retry_s)} if status in (429, 503) else {}
         return _response(json_reply({"error": error, "message": message}, status, headers_out))
 
     def _static(self, path: str) -> HttpReply:
@@ -449,7 +458,7 @@ class NpcServer:
             except ConnectionClosed:
                 pass  # the receive loop sees the close and ends the session
 
-        session = Session(services, emit)
+        session = Session(services, emit, allowed=lambda kind: self.budgets.take(peer, kind))
         self.sessions[session] = ws
         metrics.sessions.inc()
         limits = SessionLimits(settings.max_frames_per_s, settings.frame_burst, settings.audio_rate_limit,
@@ -461,7 +470,8 @@ class NpcServer:
                 if frame is None:
                     break
                 if not limits.frame_allowed():
-                    await self._close_rate_limited(ws, emit, session, "messages")
+                    message = f"more than {settings.max_frames_per_s:g} frames per second"
+                    await self._close_rate_limited(ws, emit, session, message)
                     break
                 try:
                     if isinstance(frame, str):
@@ -473,7 +483,12 @@ class NpcServer:
                     if session.input_rate:
                         seconds = len(frame) / 2 / session.input_rate
                         if not limits.audio_allowed(seconds):
-                            await self._close_rate_limited(ws, emit, session, "audio")
+                            message = f"audio arrives faster than {settings.audio_rate_limit:g}x real time"
+                            await self._close_rate_limited(ws, emit, session, message)
+                            break
+                        if not self.budgets.take(peer, "audio", seconds):
+                            message = "this address sends more audio, all its connections together, than it may"
+                            await self._close_rate_limited(ws, emit, session, message)
                             break
                         metrics.audio_in.inc(seconds)
                     await session.on_audio_frame(frame)
@@ -494,7 +509,7 @@ class NpcServer:
 
     async def _say_goodbye(self, ws: ServerConnection, session: Session, closed: SessionClosed) -> None:
         await session.close()
-        await session.emit(Error(ErrorCode.NPC_REMOVED, closed.reason, fatal=True))
+        await session.emit(Error(closed.error_code, closed.reason, fatal=True))
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             async with asyncio.timeout(self.settings.send_timeout_s):
                 await ws.close(closed.close_code, closed.reason[:120])
@@ -536,13 +551,9 @@ class NpcServer:
         self.metrics.errors.labels(code=ErrorCode.IDLE_TIMEOUT).inc()
 
     async def _close_rate_limited(
-        self, ws: ServerConnection, emit: Callable[[ServerMessage], Awaitable[None]], session: Session, what: str
+        self, ws: ServerConnection, emit: Callable[[ServerMessage], Awaitable[None]], session: Session, message: str
     ) -> None:
-        if what == "audio":
-            message = f"audio arrives faster than {self.settings.audio_rate_limit:g}x real time"
-        else:
-            message = f"more than {self.settings.max_frames_per_s:g} frames per second"
-        log.info("session %s rate limited (%s)", session.id, what)
+        log.info("session %s rate limited: %s", session.id, message)
         await emit(Error(ErrorCode.RATE_LIMITED, message, fatal=True))
         await self._close(ws, CloseCode.POLICY_VIOLATION, ErrorCode.RATE_LIMITED)
 
@@ -563,6 +574,22 @@ class NpcServer:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+
+
+def address_budgets(settings: Settings) -> AddressBudgets:
+    """What one address may spend over all its connections: `max_connections_per_ip` sessions' worth of
+    audio, typed lines and context messages (no per-IP cap, no such budgets), and its token failures."""
+    sessions = settings.max_connections_per_ip
+
+    def per_address(rate: float, burst: float) -> tuple[float, float]:
+        return (rate * sessions, burst * sessions) if sessions > 0 else (0.0, 0.0)
+
+    return AddressBudgets({
+        "audio": per_address(settings.audio_rate_limit, settings.audio_burst_s),
+        "text": per_address(settings.text_lines_per_min / 60, settings.text_burst),
+        "context": per_address(settings.context_per_min / 60, settings.context_burst),
+        "auth_failure": (settings.auth_failures_per_min / 60, settings.auth_failure_burst),
+    })
 
 
 def _peer(connection: ServerConnection) -> str:

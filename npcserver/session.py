@@ -39,6 +39,7 @@ from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRe
 from npcserver.prompt import build_messages, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
+    CloseCode,
     Context,
     EndOfTurn,
     Error,
@@ -72,11 +73,12 @@ class SessionState(Enum):
 
 
 class SessionClosed(Exception):
-    """Raised to the connection loop when the session must end; carries the close code."""
+    """Raised to the connection loop when the session must end: the error to send, then the close code."""
 
-    def __init__(self, close_code: int, reason: str) -> None:
+    def __init__(self, close_code: int, error_code: str, reason: str) -> None:
         super().__init__(reason)
         self.close_code = close_code
+        self.error_code = error_code
         self.reason = reason
 
 
@@ -137,10 +139,14 @@ class Turn:
 
 
 class Session:
-    def __init__(self, services: SessionServices, emit: Emit, session_id: str | None = None) -> None:
+    def __init__(
+        self, services: SessionServices, emit: Emit, session_id: str | None = None,
+        allowed: Callable[[str], bool] = lambda kind: True,
+    ) -> None:
         self.services = services
         self.settings = services.settings
         self.emit = emit
+        self._allowed = allowed  # may the client send one more message of this type ("text", "context")?
         self.id = session_id or uuid.uuid4().hex[:12]
         self.state = SessionState.AWAITING_START
         self.persona_id = ""
@@ -178,6 +184,9 @@ class Session:
         if self.state is SessionState.AWAITING_START:
             raise ProtocolError(ErrorCode.NOT_STARTED, f"send \"start\" before \"{message.type}\"")
         self._persona()  # a removed persona ends the session here
+        if isinstance(message, Text | Context) and not self._allowed(message.type):
+            raise SessionClosed(CloseCode.POLICY_VIOLATION, ErrorCode.RATE_LIMITED,
+                                f"more {message.type} messages than this address may send")
         if isinstance(message, Text | EndOfTurn):
             self._active_now()
         if isinstance(message, Text):
@@ -300,7 +309,7 @@ class Session:
 
     def persona_removed(self) -> SessionClosed:
         """Why this session ends when its persona file was deleted."""
-        return SessionClosed(1001, f"npc {self.persona_id!r} was removed from this server")
+        return SessionClosed(CloseCode.GOING_AWAY, ErrorCode.NPC_REMOVED, f"npc {self.persona_id!r} was removed from this server")
 
     def _new_turn(self, number: int, started_at: float, timings: dict[str, float] | None = None, held: bool = False) -> Turn:
         result = TurnResult(timings=dict(timings or {}))

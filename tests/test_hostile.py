@@ -19,7 +19,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from npcserver.auth import issue_token
 from npcserver.config import Settings
+from npcserver.limits import AddressBudgets
 from npcserver.server import NpcServer
 from tests.conftest import Conversation, fake_backends, fake_settings, silence
 
@@ -67,9 +69,9 @@ async def test_an_address_at_its_share_is_refused_while_another_player_is_admitt
     async with running(max_sessions=4, max_connections_per_ip=2) as server, contextlib.AsyncExitStack() as held:
         for _ in range(2):
             await Conversation(await held.enter_async_context(connect_from(server, ATTACKER))).start()
-        with pytest.raises(InvalidStatus) as refused:
+        with pytest.raises(InvalidStatus) as raised:
             await held.enter_async_context(connect_from(server, ATTACKER))
-        assert refused.value.response.status_code == 429 and refused.value.response.headers["Retry-After"]
+        assert raised.value.response.status_code == 429 and raised.value.response.headers["Retry-After"]
         async with connect_from(server, PLAYER) as ws:
             assert (await answered(ws))["interrupted"] is False
 
@@ -111,6 +113,100 @@ async def test_a_trickle_of_audio_is_no_keep_alive() -> None:
                 await talk.send_audio(silence(0.02))
                 await asyncio.sleep(0.1)
         assert await closed_with(talk) == (1000, ["idle_timeout"])
+
+
+# --------------------------------------------------------------------------- item 3: budgets per address
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_address_budget_is_shared_by_its_connections_and_refills() -> None:
+    clock = FakeClock()
+    budgets = AddressBudgets({"audio": (3.0, 4.0), "text": (0.0, 5.0)}, clock, max_addresses=2)
+    assert budgets.take(ATTACKER, "audio", 3.0) and not budgets.take(ATTACKER, "audio", 3.0)  # any connection
+    assert budgets.retry_after_s(ATTACKER) == 0.0 and not budgets.take(ATTACKER, "audio", 1.5)
+    assert budgets.take(PLAYER, "audio", 3.0)  # another address has its own
+    assert all(budgets.take(ATTACKER, "text") for _ in range(100))  # rate 0: not limited
+    budgets.take(ATTACKER, "audio", 1.0)
+    assert budgets.retry_after_s(ATTACKER) == pytest.approx(1 / 3)
+    clock.now = 1.0
+    assert budgets.retry_after_s(ATTACKER) == 0.0 and budgets.take(ATTACKER, "audio", 3.0)
+    budgets.take("127.0.0.3", "audio", 4.0)  # a third address: the least recent one is forgotten
+    assert budgets.take(PLAYER, "audio", 4.0) and budgets.retry_after_s(ATTACKER) == 0.0
+
+
+async def test_reconnecting_after_each_burst_of_audio_buys_no_more_audio() -> None:
+    limited = {"audio_rate_limit": 1.5, "audio_burst_s": 2.0, "max_connections_per_ip": 2}  # per address: 3x, 4 s
+    async with running(**limited) as server:
+
+        async def one_burst() -> object:  # 1.5 s of audio at once: under one connection's own 2 s burst
+            try:
+                async with connect_from(server, ATTACKER) as ws:
+                    talk = Conversation(ws)
+                    await talk.start()
+                    with contextlib.suppress(ConnectionClosed):
+                        await talk.send_audio(silence(1.5), frame_bytes=16000)
+                        await talk.send_json(type="bad")  # answered once the audio before it was counted
+                        await talk.until("error", code="unknown_type")
+                        return "served"
+                    return await closed_with(talk)
+            except InvalidStatus as refused:
+                assert int(refused.response.headers["Retry-After"]) >= 1
+                return refused.response.status_code
+
+        outcomes = [await one_burst() for _ in range(8)]
+        assert (1008, ["rate_limited"]) in outcomes and 429 in outcomes
+        assert outcomes.count("served") <= 3  # 4 s of burst, plus what 3x real time refilled meanwhile
+        async with connect_from(server, PLAYER) as ws:  # another address is served as ever
+            assert (await answered(ws))["interrupted"] is False
+
+
+@pytest.mark.parametrize("kind", ["text", "context"])
+async def test_typed_lines_and_context_are_budgeted_per_address(kind: str) -> None:
+    limits = {"max_connections_per_ip": 1, f"{kind}_per_min" if kind == "context" else "text_lines_per_min": 6.0,
+              f"{kind}_burst": 3}
+    message = {"type": "text", "text": "hello"} if kind == "text" else {"type": "context", "context": {"x": 1}}
+    async with running(**limits) as server:
+        async with connect_from(server, ATTACKER) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(6):
+                    await talk.send_json(**message)
+            assert (await closed_with(talk))[0] == 1008
+            assert [m["code"] for m in talk.messages if m["type"] == "error"][-1] == "rate_limited"
+        with pytest.raises(InvalidStatus) as raised:  # reconnecting at once: still out of allowance
+            async with connect_from(server, ATTACKER):
+                pass
+        assert raised.value.response.status_code == 429
+        assert 1 <= int(raised.value.response.headers["Retry-After"]) <= 10  # a line per 10 s refills
+        async with connect_from(server, PLAYER) as ws:
+            assert (await answered(ws))["interrupted"] is False
+
+
+async def test_forged_tokens_are_throttled_per_address_and_logged_once_each_at_most(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "a secret of a reasonable length, for the tests"
+    caplog.set_level("INFO", logger="npcserver.server")
+    async with running(auth_secret=secret, site_id="edge", auth_failure_burst=3) as server:
+        statuses = []
+        for _ in range(20):
+            forged = issue_token("not the secret at all, but long enough", "mallory", "edge")
+            with pytest.raises(InvalidStatus) as raised:
+                async with connect(server.url + "?token=" + forged, local_addr=(ATTACKER, 0)):
+                    pass
+            statuses.append(raised.value.response.status_code)
+        assert statuses == [401] * 3 + [429] * 17
+        assert caplog.text.count("refused") == 3  # the flood is counted (metrics), not logged line by line
+        async with connect(server.url + "?token=" + issue_token(secret, "alice", "edge"), local_addr=(PLAYER, 0)) as ws:
+            assert (await answered(ws))["interrupted"] is False
 
 
 # --------------------------------------------------------------------------- item 4: context bloat
