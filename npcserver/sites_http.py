@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ MAX_NPC_LENGTH = 128
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 _NO_CACHE = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
+# Numbers as a URL writes them: ASCII digits only. float() and int() also take "1_0" and other
+# scripts' digits ("٣"), which no client means and a cache or log would read differently.
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"[0-9]+")
 
 
 class BadParam(ValueError):
@@ -54,11 +59,13 @@ def parse_nearest_query(query: Mapping[str, str]) -> NearestQuery:
     return NearestQuery(lat, lon, npc, _rtts(query.get("rtt", "")), _limit(query.get("limit")))
 
 
+def _number(text: str) -> float:
+    """A plain ASCII decimal number, or NaN."""
+    return float(text) if _DECIMAL.fullmatch(text) else math.nan
+
+
 def _coordinate(query: Mapping[str, str], name: str, bound: float) -> float:
-    try:
-        value = float(query[name])
-    except ValueError:
-        value = math.nan
+    value = _number(query[name])
     if not -bound <= value <= bound:  # also false for NaN
         raise BadParam(
             name, f"{name} must be a number of degrees between -{bound:g} and {bound:g}, got {query[name]!r}"
@@ -75,10 +82,7 @@ def _rtts(text: str) -> dict[str, float]:
         raise BadParam("rtt", f"rtt may name at most {MAX_RTT_ENTRIES} sites")
     for entry in entries:
         site_id, sep, value = entry.strip().rpartition(":")
-        try:
-            rtt = float(value)
-        except ValueError:
-            rtt = math.nan
+        rtt = _number(value)
         if not sep or not site_id or not 0 <= rtt <= MAX_RTT_MS:
             raise BadParam(
                 "rtt", f"rtt must look like site-a:23,site-b:40 (milliseconds, 0-{MAX_RTT_MS:g}); bad entry {entry!r}"
@@ -90,7 +94,7 @@ def _rtts(text: str) -> dict[str, float]:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not _WHOLE.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
         raise BadParam("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
     return int(text)
 

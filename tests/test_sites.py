@@ -289,6 +289,11 @@ def test_nearest_lookup_uses_client_measured_rtts_and_limit() -> None:
         ({"lat": "1", "lon": "2", "rtt": ":30"}, "rtt"),
         ({"lat": "1", "lon": "2", "rtt": ",".join(f"s{n}:1" for n in range(65))}, "rtt"),
         ({"lat": "1", "lon": "2", "limit": "0"}, "limit"),
+        ({"lat": "1_0", "lon": "2"}, "lat"),  # float() would read 10
+        ({"lat": "١٠", "lon": "2"}, "lat"),  # and Arabic-Indic digits
+        ({"lat": "1", "lon": "2", "rtt": "london:3_0"}, "rtt"),
+        ({"lat": "1", "lon": "2", "limit": "٣"}, "limit"),  # int() would read 3
+        ({"lat": "1", "lon": "2", "limit": "1_0"}, "limit"),
         ({"lat": "1", "lon": "2", "npc": "x" * 200}, "npc"),
     ],
 )
