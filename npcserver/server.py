@@ -99,6 +99,7 @@ class NpcServer:
         self.draining = False
         self.registry: SiteRegistry | None = None
         self.connections = ConnectionCounter(settings.max_connections_per_ip)
+        self.player_connections = ConnectionCounter(settings.max_connections_per_ip)  # by token subject: the same share
         self.budgets = address_budgets(settings)
         self.pressure = Pressure(settings.max_rss_mb, settings.max_queue_depth)
         self._origins = parse_origins(settings.allowed_origins)
@@ -369,6 +370,10 @@ class NpcServer:
         if refused is None and not self.connections.allows(peer):
             refused = ("per_ip", 429, "too_many_connections",
                        f"at most {self.connections.per_address} connections per address")
+        player = self._verified_players.get(connection)
+        if refused is None and player is not None and not self.player_connections.allows(player):
+            refused = ("per_player", 429, "too_many_connections",
+                       f"at most {self.player_connections.per_address} connections per player")
         if refused is None and not self.ready:
             refused = ("loading", 503, "loading", "models are still loading; retry shortly")
         if refused is None:
@@ -426,6 +431,8 @@ class NpcServer:
         peer = _peer(ws)
         player = self._verified_players.pop(ws, None)
         self.connections.opened(peer)
+        if player is not None:
+            self.player_connections.opened(player)
         try:
             refusal = self._refusal()
             if refusal is not None:
@@ -434,6 +441,8 @@ class NpcServer:
             await self._converse(ws, peer, player)
         finally:
             self.connections.closed(peer)
+            if player is not None:
+                self.player_connections.closed(player)
 
     async def _converse(self, ws: ServerConnection, peer: str, player: str | None) -> None:
         """One session: frames in (checked against the limits), messages and audio out."""

@@ -76,6 +76,20 @@ async def test_an_address_at_its_share_is_refused_while_another_player_is_admitt
             assert (await answered(ws))["interrupted"] is False
 
 
+async def test_one_token_holds_no_more_sessions_than_one_address_from_any_address() -> None:
+    secret = "a secret of a reasonable length, for the tests"
+    async with running(auth_secret=secret, site_id="edge", max_connections_per_ip=2) as server:
+        url = server.url + "?token=" + issue_token(secret, "mallory", "edge")
+        async with connect(url, local_addr=(ATTACKER, 0)), connect(url, local_addr=("127.0.0.3", 0)):
+            with pytest.raises(InvalidStatus) as raised:
+                async with connect(url, local_addr=(PLAYER, 0)):
+                    pass
+            assert raised.value.response.status_code == 429
+            other = server.url + "?token=" + issue_token(secret, "alice", "edge")
+            async with connect(other, local_addr=(PLAYER, 0)) as ws:
+                assert (await answered(ws))["interrupted"] is False
+
+
 async def test_a_connection_that_never_starts_is_closed_after_start_timeout() -> None:
     async with running(start_timeout_s=0.3) as server, connect_from(server, ATTACKER) as ws:
         talk = Conversation(ws)
