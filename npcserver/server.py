@@ -511,8 +511,9 @@ class NpcServer:
             log.info("session %s closed (code %s)", session.id, ws.close_code)
 
     def _end_session(self, ws: ServerConnection, session: Session, closed: SessionClosed) -> None:
-        """End a session whose NPC is gone: its turn stops, the client hears why, the socket closes.
-        The connection loop goes on reading (frames are dropped) and ends once the close is done."""
+        """End a session from the server's side (its NPC is gone, its address ran out of a budget): its
+        turn stops, the client hears why, the socket closes. The connection loop goes on reading
+        (frames are dropped) and ends once the close is done."""
         if session.end():
             self._spawn(self._say_goodbye(ws, session, closed))
 
