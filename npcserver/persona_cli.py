@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from npcserver.config import ENV_PREFIX
+from npcserver.models import EMBEDDED_VOICE, resolve_piper_voice
 from npcserver.persona_store import PersonaStore
 from npcserver.personas import (
-    DEFAULT_VOICE,
     SCHEMA_FILE_NAME,
     Persona,
     VoiceResolver,
     check_paths,
-    default_voice_resolver,
     persona_json_schema,
 )
 
@@ -49,8 +48,8 @@ def check_command(
     voices_dir: Path = DEFAULT_VOICES_DIR,
     *,
     out: TextIO | None = None,
-    default_voice: str = DEFAULT_VOICE,
-    resolve_voice: VoiceResolver = default_voice_resolver,
+    default_voice: str = EMBEDDED_VOICE,
+    resolve_voice: VoiceResolver = resolve_piper_voice,
 ) -> int:
     """Check persona files (default: the `voices_dir` folder); print every problem; 1 if any, else 0."""
     out = out or sys.stdout
@@ -134,7 +133,7 @@ def add_personas_parser(
         help=f"Persona files or folders of them (default: {DEFAULT_VOICES_DIR}/).",
     )
     check.add_argument(
-        "--tts-voice", default=DEFAULT_VOICE, help="Voice for personas that name none (as `serve --tts-voice`)."
+        "--tts-voice", default=EMBEDDED_VOICE, help="Voice for personas that name none (as `serve --tts-voice`)."
     )
     check.add_argument("--voices", type=Path, default=None,
                        help="The voices folder checked when no PATH is given (default: ./voices, env NPCSERVER_VOICES).")

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from npcserver.models import EMBEDDED_VOICE, resolve_piper_voice
 from npcserver.personas import (
-    DEFAULT_VOICE,
     Persona,
     VoiceResolver,
-    default_voice_resolver,
     load_persona_file,
     persona_files,
 )
@@ -62,8 +61,8 @@ class PersonaStore:
         self,
         voices_dir: Path,
         *,
-        default_voice: str = DEFAULT_VOICE,
-        resolve_voice: VoiceResolver = default_voice_resolver,
+        default_voice: str = EMBEDDED_VOICE,
+        resolve_voice: VoiceResolver = resolve_piper_voice,
         poll_interval_s: float = POLL_INTERVAL_S,
         use_watchfiles: bool = True,
     ) -> None:

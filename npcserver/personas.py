@@ -26,8 +26,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from npcserver.backends.base import GenerationOptions, VoiceSettings
+from npcserver.models import EMBEDDED_VOICE, resolve_piper_voice
 
-DEFAULT_VOICE = "en_US-joe-medium"
 SCHEMA_FILE_NAME = "persona.schema.json"
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 CONTEXT_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -155,10 +155,10 @@ class VoiceSpec(_Table):
     """How the NPC sounds."""
 
     model: str = Field(
-        default=DEFAULT_VOICE,
+        default=EMBEDDED_VOICE,
         min_length=1,
         description="A Piper voice: the name of an installed voice (the embedded one is en_US-joe-medium) or a path to a .onnx voice file, relative to the voices folder.",
-        examples=[DEFAULT_VOICE, "extra/en_GB-alan-low.onnx"],
+        examples=[EMBEDDED_VOICE, "extra/en_GB-alan-low.onnx"],
     )
     speaker_id: int | None = Field(
         default=None,
@@ -365,24 +365,6 @@ class PersonaFileError(ValueError):
 # Loading
 
 
-def default_voice_resolver(name_or_path: str, voices_dir: Path) -> Path | None:
-    """`npcserver.models.resolve_piper_voice`, or a stand-in while that module is not there."""
-    try:
-        from npcserver.models import resolve_piper_voice
-    except ImportError:
-        return _fallback_resolve_voice(name_or_path, voices_dir)
-    return resolve_piper_voice(name_or_path, voices_dir)
-
-
-def _fallback_resolve_voice(name_or_path: str, voices_dir: Path) -> Path | None:
-    if name_or_path == DEFAULT_VOICE:
-        return Path(DEFAULT_VOICE)
-    candidate = Path(name_or_path).expanduser()
-    if not candidate.is_absolute():
-        candidate = voices_dir / candidate
-    return candidate if candidate.suffix == ".onnx" and candidate.is_file() else None
-
-
 def content_version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
@@ -391,8 +373,8 @@ def load_persona_file(
     path: Path,
     *,
     voices_dir: Path | None = None,
-    default_voice: str = DEFAULT_VOICE,
-    resolve_voice: VoiceResolver = default_voice_resolver,
+    default_voice: str = EMBEDDED_VOICE,
+    resolve_voice: VoiceResolver = resolve_piper_voice,
 ) -> LoadResult:
     """Read and check one file (blocking file I/O: call it off the event loop)."""
     path = Path(path)
@@ -420,8 +402,8 @@ def parse_persona(
     file: Path,
     *,
     voices_dir: Path | None = None,
-    default_voice: str = DEFAULT_VOICE,
-    resolve_voice: VoiceResolver = default_voice_resolver,
+    default_voice: str = EMBEDDED_VOICE,
+    resolve_voice: VoiceResolver = resolve_piper_voice,
 ) -> LoadResult:
     """Check one persona file's content; pure except for the voice resolver."""
     file = Path(file)
@@ -537,8 +519,8 @@ def duplicate_id_problems(results: Sequence[LoadResult]) -> list[PersonaProblem]
 def check_paths(
     paths: Iterable[Path],
     *,
-    default_voice: str = DEFAULT_VOICE,
-    resolve_voice: VoiceResolver = default_voice_resolver,
+    default_voice: str = EMBEDDED_VOICE,
+    resolve_voice: VoiceResolver = resolve_piper_voice,
 ) -> tuple[list[LoadResult], list[PersonaProblem]]:
     """Load every file under `paths`; returns the per-file results and all problems (duplicates included)."""
     results: list[LoadResult] = []
@@ -947,7 +929,7 @@ def _cross_field_problems(
                     "voice.model",
                     lines.line_for(("voice", "model")),
                     f'no Piper voice "{model}" was found{detail}.',
-                    f'Use an installed voice name (the embedded one is "{DEFAULT_VOICE}") or the path of a .onnx voice file relative to {voices_dir}; its .onnx.json must sit beside it.',
+                    f'Use an installed voice name (the embedded one is "{EMBEDDED_VOICE}") or the path of a .onnx voice file relative to {voices_dir}; its .onnx.json must sit beside it.',
                 )
             )
 

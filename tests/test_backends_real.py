@@ -16,12 +16,12 @@ import pytest
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.backends.base import ChatMessage, GenerationOptions, VoiceSettings
+from npcserver.backends.loading import load_transcriber
 from npcserver.config import Settings
 from npcserver.models import (
     EMBEDDED_VOICE,
     ModelError,
     embedded_voice_path,
-    load_transcriber,
     prepare_models,
     resolve_asr_model,
     resolve_llm_model,
@@ -265,7 +265,7 @@ def test_asr_falls_back_to_the_cpu_when_ctranslate2_cannot_use_cuda_under_auto(c
     # Seen on an H200 whose torch brings CUDA 13: torch sees the GPU, CTranslate2 finds no CUDA 12
     # cuBLAS. Here CTranslate2 fails on CUDA for want of a GPU, which takes the same path.
     _ctranslate2_without_cuda()
-    with caplog.at_level(logging.WARNING, logger="npcserver.models"):
+    with caplog.at_level(logging.WARNING, logger="npcserver.backends.loading"):
         transcriber, device = load_transcriber(dataclasses.replace(Settings(), device="auto"), "cuda", cpu_threads=1)
     assert device == "cpu"
     assert "speech recognition runs on the CPU" in caplog.text and "cuBLAS" in caplog.text

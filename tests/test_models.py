@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 
 from npcserver import models
+from npcserver.backends.loading import ThreadBudget, thread_budget
 from npcserver.config import Settings
 from npcserver.models import (
     EMBEDDED_VOICE,
     ModelError,
-    ThreadBudget,
     available_voice_names,
     prepare_models,
     resolve_asr_model,
     resolve_llm_model,
     resolve_piper_voice,
-    thread_budget,
 )
 
 # --------------------------------------------------------------------------- thread budget

@@ -22,6 +22,6 @@ def create_backends(settings: Settings) -> Backends:
         from npcserver.backends.fake import FakeDialogue, FakeEmbedder, FakeSynthesizer, FakeTranscriber
 
         return Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer(), FakeEmbedder())
-    from npcserver.models import load_real_backends
+    from npcserver.backends.loading import load_real_backends
 
     return load_real_backends(settings)
