@@ -37,7 +37,6 @@ class ErrorCode:
     SERVER_FULL = "server_full"  # no capacity for a new session (close 1013, names a next-best site)
     DRAINING = "draining"  # the node is shutting down (close 1012)
     RATE_LIMITED = "rate_limited"  # the client sends faster than allowed
-    UTTERANCE_TOO_LONG = "utterance_too_long"  # speech went on past the limit; cut and answered
     IDLE_TIMEOUT = "idle_timeout"  # nothing received for too long (close 1000)
 
 
