@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['utt_per_s']:>7.2f} {row['audio_s_per_s']:>9.2f}  {note}"
             )
         if seq_texts != batch_texts:
-            print(f"    texts differ: {sum(a != b for a, b in zip(seq_texts, batch_texts))} of {n}")
+            print(f"    texts differ: {sum(a != b for a, b in zip(seq_texts, batch_texts, strict=True))} of {n}")
         print(
             f"    N={n}: batched/sequential p50 latency {batched['p50_ms'] / sequential['p50_ms']:.2f}x, "
             f"throughput {batched['utt_per_s'] / sequential['utt_per_s']:.2f}x"

@@ -198,7 +198,7 @@ def print_report(outcomes: list[Outcome]) -> None:
         return "-" if value is None else f"{value:.0f}"
 
     print(f"{'persona':18s} {'facts':>5s} {'recall':>7s} {'wrong':>6s} {'by model':>8s} {'deflect':>7s} {'form':>6s} {'p50 ms':>7s} {'p95 ms':>7s}")
-    for npc in sorted(by_npc) + ["all"]:
+    for npc in [*sorted(by_npc), "all"]:
         s = summarise(outcomes if npc == "all" else by_npc[npc])
         print(f"{npc:18s} {s['facts']:5d} {pct(s['recall']):>7s} {pct(s['wrong']):>6s} {pct(s['held_by_model']):>8s} "
               f"{pct(s['deflected']):>7s} {pct(s['form']):>6s} {ms(s['reply_audio_p50_ms']):>7s} {ms(s['reply_audio_p95_ms']):>7s}")

@@ -166,8 +166,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"within {report['budget_ms']:g} ms: {share_text} of ok turns; WER {wer_text}")
     if report["errors_by_code"] or report["close_codes"]:
         lines.append(f"errors: {report['errors_by_code']}  close codes: {report['close_codes']}")
-    for check in report["slo"]:
-        lines.append(f"SLO {check['slo']}: {'met' if check['met'] else 'MISSED'} ({check['value_ms']})")
+    lines.extend(f"SLO {check['slo']}: {'met' if check['met'] else 'MISSED'} ({check['value_ms']})" for check in report["slo"])
     if "gain_over_baseline" in report:
         b = report["baseline"]["voice_to_voice_ms"]
         gain = report["gain_over_baseline"]

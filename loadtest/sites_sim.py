@@ -327,12 +327,12 @@ def format_table(result: SimResult) -> str:
         f"{'wait p50':>9} {'wait p95':>9} {f'<={budget:g}ms':>8} {'overloaded':>10} {'players there':>13}"
     )
     lines = [header, "-" * len(header)]
-    for r in result.results:
-        lines.append(
-            f"{r.strategy:<14} {r.rtt_p50_ms:>8.0f} {r.rtt_p95_ms:>8.0f} {r.within_budget:>8.0%} "
-            f"{r.wait_p50_ms:>9.0f} {r.wait_p95_ms:>9.0f} {r.wait_within_budget:>8.0%} "
-            f"{r.overloaded_sites:>10} {r.players_on_overloaded_sites:>13.0%}"
-        )
+    lines.extend(
+        f"{r.strategy:<14} {r.rtt_p50_ms:>8.0f} {r.rtt_p95_ms:>8.0f} {r.within_budget:>8.0%} "
+        f"{r.wait_p50_ms:>9.0f} {r.wait_p95_ms:>9.0f} {r.wait_within_budget:>8.0%} "
+        f"{r.overloaded_sites:>10} {r.players_on_overloaded_sites:>13.0%}"
+        for r in result.results
+    )
     lines.append(
         f"({result.config.players} players, seed {result.config.seed}; {len(result.site_ids)} edge sites, {result.config.capacity} "
         f"capacity, {int(result.site_capacity.sum())} sessions in all = {result.config.headroom:g}x the players; "

@@ -12,6 +12,7 @@ Only this module and server.py speak WebSocket; message parsing is a few lines o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -405,10 +406,8 @@ class TalkSession:
             return await self._finish_turn(collector, timeout_s)
         finally:
             sender.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await sender
-            except asyncio.CancelledError:
-                pass
 
     async def _stream(
         self, collector: _TurnCollector, pcm: np.ndarray, speech_end: int, push_to_talk: bool, frame_ms: int

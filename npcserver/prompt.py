@@ -99,7 +99,7 @@ def context_note(persona: Persona, context: Mapping[str, Any] | None) -> str:
     sentences = []
     for key in persona.context_keys:
         value = context.get(key.key)
-        if value is None or value == "" or isinstance(value, float) and math.isnan(value):
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
             continue
         sentences.append(key.render(quote_value(value)))
     return " ".join(sentences)

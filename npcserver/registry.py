@@ -16,6 +16,7 @@ loop retries with a bounded backoff and the node reappears by itself when Redis 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -209,10 +210,8 @@ class RedisRegistry:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         if self._client is not None:
             await self.remove()
             await self._client.aclose()

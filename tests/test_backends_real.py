@@ -275,7 +275,7 @@ def test_asr_falls_back_to_the_cpu_when_ctranslate2_cannot_use_cuda_under_auto(c
 
 def test_asr_on_cuda_asked_for_explicitly_fails_naming_the_libraries_it_needs() -> None:
     _ctranslate2_without_cuda()
-    with pytest.raises(ModelError, match="could not run on CUDA.*nvidia-cublas-cu12"):
+    with pytest.raises(ModelError, match=r"could not run on CUDA.*nvidia-cublas-cu12"):
         load_transcriber(dataclasses.replace(Settings(), device="cuda"), "cuda", cpu_threads=1)
 
 
