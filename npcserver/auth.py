@@ -13,10 +13,11 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+
+from npcserver.config import Settings
 
 ALGORITHM = "HS256"
 DEFAULT_TOKEN_TTL_S = 120.0
@@ -103,7 +104,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str])
     return False
 
 
-def token_command(settings: Any, player: str, site: str | None = None, ttl_s: float = DEFAULT_TOKEN_TTL_S) -> int:
+def token_command(settings: Settings, player: str, site: str | None = None, ttl_s: float = DEFAULT_TOKEN_TTL_S) -> int:
     """`npcserver token --player P [--site S] [--ttl SECONDS]`: print a token; exit status 2 without a secret."""
     if not settings.auth_secret:
         print("npcserver token: no secret configured (set NPCSERVER_AUTH_SECRET or auth_secret)", file=sys.stderr)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from npcserver.config import Settings
 from npcserver.sites import ANY_NPC, SiteRecord
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class RedisRegistry:
         self._max_backoff_s = max(max_backoff_s, heartbeat_s)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._client: Any = None
+        self._client: Any = None  # redis.asyncio.Redis; its stubs mix sync and async result types
         self._task: asyncio.Task[None] | None = None
         self._known: tuple[SiteRecord, ...] = ()
         self._fetched_at = 0.0
@@ -334,13 +335,13 @@ def _first_per_id(records: Iterable[SiteRecord]) -> tuple[SiteRecord, ...]:
 # --- wiring from Settings
 
 
-def site_id_from_settings(settings: Any) -> str:
+def site_id_from_settings(settings: Settings) -> str:
     """This node's site id: the site_id setting, else the host name."""
     return str(settings.site_id or socket.gethostname())
 
 
 def site_record_from_settings(
-    settings: Any, *, port: int, npcs: Iterable[str], models: Iterable[str], active_sessions: int = 0
+    settings: Settings, *, port: int, npcs: Iterable[str], models: Iterable[str], active_sessions: int = 0
 ) -> SiteRecord:
     """This node's record from the Settings fields site_id (empty: the host name), site_region,
     site_lat, site_lon, public_url and max_sessions; `port` is the port actually bound (settings.port
@@ -359,7 +360,7 @@ def site_record_from_settings(
     )
 
 
-def registry_from_settings(settings: Any, local_record_fn: SiteRecordFn) -> SiteRegistry:
+def registry_from_settings(settings: Settings, local_record_fn: SiteRecordFn) -> SiteRegistry:
     """Redis when settings.redis_url is set, else the embedded registry (with settings.static_sites)."""
     if settings.redis_url:
         return RedisRegistry(
