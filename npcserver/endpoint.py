@@ -222,7 +222,7 @@ class Endpointer:
     ADAPTIVE_EARLY_MARGIN_MS = 50.0
 
     _pending: np.ndarray  # samples of a partial frame, waiting for the rest
-    _pause_end_samples: int | None  # this pause ends the turn sooner (end_pause_early)
+    _pause_end_samples: int | None  # this pause's own end silence (end_pause_early, wait_longer)
 
     def __init__(
         self,
@@ -303,6 +303,13 @@ class Endpointer:
                 after_silence_ms = max(after_silence_ms, self._usual_pause_ms + self.ADAPTIVE_EARLY_MARGIN_MS)
             wanted = max(_ms_to_samples(after_silence_ms), self.trailing_samples)
             self._pause_end_samples = min(self._end_silence_samples, wanted)
+
+    def wait_longer(self, after_silence_ms: float) -> None:
+        """Let the current pause end the turn after `after_silence_ms` of silence, never less than the end
+        silence (the caller hears an unfinished thought; with the end silence itself it takes back an
+        `end_pause_early`). The length limit still ends the turn."""
+        if self.paused_at is not None:
+            self._pause_end_samples = max(self._end_silence_samples, _ms_to_samples(after_silence_ms))
 
     # --- feeding
     def feed(self, samples: np.ndarray) -> list[EndpointEvent]:

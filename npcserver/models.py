@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_ASR_MODELS = ("tiny.en", "base")
 EMBEDDED_LLM_MODEL = "smollm2-135m"
+EMBEDDED_TURN_DETECTOR = "smart-turn-v3.2"
 EMBEDDED_VOICE = "en_US-joe-medium"
 EMBEDDED_KNOWLEDGE_MODEL = "all-minilm-l6-v2"
 
@@ -149,6 +150,18 @@ def resolve_knowledge_model(name_or_path: str) -> Path:
         return folder / "model"
     return _model_folder(name_or_path, "config.json", f"knowledge model {name_or_path!r}: not the embedded name "
                          f"{EMBEDDED_KNOWLEDGE_MODEL!r}, 'none', nor a transformers encoder folder holding config.json")
+
+
+def resolve_turn_detector(name_or_path: str) -> Path:
+    """The Smart Turn ONNX file: the embedded v3.2 (read from the pipecat-ai wheel, installed --no-deps) or a path."""
+    if name_or_path == EMBEDDED_TURN_DETECTOR:
+        folder = _require_package_dir("pipecat", "pipecat-ai==1.14.0", "the turn detector (install it with --no-deps)")
+        path = folder / "audio" / "turn" / "smart_turn" / "data" / "smart-turn-v3.2-cpu.onnx"
+    else:
+        path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"turn detector {name_or_path!r}: {path} is not there (nothing is downloaded)")
+    return path
 
 
 def _model_folder(name_or_path: str, marker: str, not_found: str) -> Path:

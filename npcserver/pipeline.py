@@ -83,6 +83,8 @@ class ModelRunner:
         self._executors["tts"] = DeadlineExecutor("tts")
         if backends.embedder is not None:
             self._executors["knowledge"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
+        if backends.turn_detector is not None:
+            self._executors["turn"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")
         self._knowledge: dict[str, KnowledgeIndex] = {}  # by persona id: the index of its latest version
         self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
@@ -115,6 +117,12 @@ class ModelRunner:
 
     async def transcribe(self, audio: np.ndarray) -> Transcript:
         return await self._call("asr", lambda: self.backends.transcriber.transcribe(audio))
+
+    async def score_turn_end(self, audio: np.ndarray) -> float:
+        """The turn detector's probability that the utterance is a finished turn (needs one)."""
+        detector = self.backends.turn_detector
+        assert detector is not None, "no turn detector loaded"
+        return await self._call("turn", lambda: detector.turn_complete_probability(audio))
 
     async def look_up(self, persona: Persona, line: str) -> Lookup:
         """The persona facts the line asks about (NOTHING_FOUND without an embedder)."""

@@ -1,16 +1,12 @@
 """One player's conversation: protocol messages and audio in, turns out.
 
-The session owns the player's endpointer, history and game context, numbers the turns, and decides
-when a turn starts (end of speech, push-to-talk release, a typed line) and when the NPC is cut off
-(an `interrupt`, or the player talking over it). It knows nothing of sockets: `emit` sends.
+The session is the asyncio driver of the turn-taking core (`turn_taking.TurnTaking`, no I/O), which
+decides when a turn starts, is speculated, committed or dropped, and when the NPC is cut off. The
+session feeds it the player's audio and messages and runs its commands: model work as tasks,
+messages through `emit` (it knows nothing of sockets). It owns the history and game context.
 
-Latency tricks live here because they are about *when* to start work:
-- speculation: when the player pauses, the whole turn (ASR, LLM, TTS) starts at once with its output
-  held back; if the pause becomes the end of the turn it is committed (its audio may be ready
-  already), if the player speaks again it is cancelled;
-- finished sentences end sooner: when the speculative transcript reads as a finished sentence, the
-  pause needs only `end_silence_finished_ms` of silence to end the turn;
-- fillers: when no reply audio has left by the persona's latency budget, a cached filler line plays.
+It also plays fillers: when no reply audio has left by the persona's latency budget, a cached
+filler line plays.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
-from npcserver.endpoint import Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
+from npcserver.endpoint import Endpointer, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import context_refusal
 from npcserver.persona_turn import persona_turn_request
@@ -54,7 +50,18 @@ from npcserver.protocol import (
     TurnEnd,
     parse_client_message,
 )
-from npcserver.text import sounds_finished
+from npcserver.turn_taking import (
+    Command,
+    CommitSpeculation,
+    DropSpeculation,
+    PauseRule,
+    ScoreTurnEnd,
+    StartSpeculation,
+    StartTurn,
+    StopSpeaking,
+    TurnTaking,
+    TurnTakingRules,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,15 +163,16 @@ class Session:
         self.turn = 0
         self._active: Turn | None = None  # the NPC turn the player hears (or is about to)
         self._speculative: Turn | None = None  # started at a pause, output held until the turn is confirmed
-        self._endpointer: Endpointer | None = None
-        self._push_to_talk = False
+        self._turn_taking: TurnTaking | None = None
         self._resampler: soxr.ResampleStream | None = None
         self.input_rate = 0  # the client's audio sample rate, once started
         self._clock = ArrivalClock()
         self._samples_in = 0
-        self._speech_started_at: int | None = None
         self._cut_off: TurnResult | None = None  # the NPC turn the player's voice last cut short
         self.active_at = time.monotonic()  # when the player was last active, for the idle timeout
+        self._remembered_turn: int | None = None  # whose exchange is the last of the history
+        self._forgotten_turn: int | None = None  # replaced by a continuation: never remembered
+        self._scoring: set[asyncio.Task[None]] = set()  # turn detector calls in flight
 
     # ------------------------------------------------------------------ inbound
 
@@ -195,14 +203,11 @@ class Session:
                 raise ProtocolError(ErrorCode.TEXT_TOO_LONG, f"text is {len(message.text)} characters; the limit is {limit}")
             if not message.text.strip():
                 raise ProtocolError(ErrorCode.INVALID_VALUE, "text: \"text\" must not be empty")
-            await self._begin_turn(text=message.text, started_at=time.perf_counter())
+            await self._run(self._core().on_text(message.text))
         elif isinstance(message, EndOfTurn):
-            assert self._endpointer is not None
-            ended = self._endpointer.end_of_turn()
-            if ended is not None:
-                await self._on_turn_ended(ended)
+            await self._run(self._core().on_end_of_turn())
         elif isinstance(message, Interrupt):
-            await self.interrupt()
+            await self._run(self._core().on_interrupt())
         elif isinstance(message, Context):
             self._check_context(message.context)
             self.context.update(message.context)
@@ -218,8 +223,11 @@ class Session:
         self._active_now()
         self.player = message.player
         self.context = dict(message.context)
-        self._endpointer = self.services.new_endpointer(message.push_to_talk)
-        self._push_to_talk = message.push_to_talk
+        self._turn_taking = TurnTaking(
+            self.services.new_endpointer(message.push_to_talk),
+            _rules(self.settings, has_turn_detector=self.services.runner.backends.turn_detector is not None),
+            push_to_talk=message.push_to_talk,
+        )
         rate = self.input_rate = message.audio.sample_rate
         if rate != ASR_SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(rate, ASR_SAMPLE_RATE, 1, dtype="float32")
@@ -252,42 +260,74 @@ class Session:
             samples = self._resampler.resample_chunk(samples)
         self._samples_in += len(samples)
         self._clock.arrived(self._samples_in)
-        assert self._endpointer is not None
-        for event in self._endpointer.feed(samples):
-            if isinstance(event, SpeechStarted):
-                self._speech_started_at = event.at_sample
-            elif isinstance(event, SpeechPaused):
-                self._speculate(event)
-            elif isinstance(event, SpeechResumed):
+        busy = bool(self.services.runner.load["asr"].pending)
+        await self._run(self._core().on_audio(samples, time.perf_counter() * 1000.0, models_busy=busy))
+
+    def _core(self) -> TurnTaking:
+        assert self._turn_taking is not None, "the session has started"
+        return self._turn_taking
+
+    async def _run(self, commands: list[Command]) -> None:
+        """Carry out what the turn-taking core decided, in order."""
+        for command in commands:
+            if isinstance(command, StopSpeaking):
+                if command.resumable and self._active is not None:
+                    log.debug("session %s: the player's voice cut turn %d off", self.id, command.turn)
+                    self._cut_off = self._active.result
+                await self.interrupt()
+            elif isinstance(command, StartSpeculation):
+                self._speculate(command)
+            elif isinstance(command, DropSpeculation):
                 await self._drop_speculation()
-            elif isinstance(event, TurnEnded):
-                self._speech_started_at = None
-                await self._on_turn_ended(event)
-        await self._maybe_barge_in()
+            elif isinstance(command, CommitSpeculation):
+                speculative, self._speculative = self._speculative, None
+                assert speculative is not None and speculative.number == command.turn
+                self._forget(command.replaces)
+                speech_end, timings = self._endpoint_timings(command.ended)
+                await self._commit(speculative, speech_end, timings)
+            elif isinstance(command, StartTurn):
+                self._forget(command.replaces)
+                if command.ended is None:
+                    await self._begin_turn(command.turn, text=command.text, started_at=time.perf_counter())
+                else:
+                    speech_end, timings = self._endpoint_timings(command.ended)
+                    await self._begin_turn(
+                        command.turn, audio=command.audio, started_at=speech_end, timings=timings, resume=command.resume
+                    )
+            elif isinstance(command, ScoreTurnEnd):
+                self._score_turn_end(command)
 
-    async def _maybe_barge_in(self) -> None:
-        """The player talking over the NPC for long enough (not a cough) cuts the NPC off."""
-        if self._speech_started_at is None or self._active is None or not self._active.running:
-            return
-        spoken_ms = (self._samples_in - self._speech_started_at) * 1000 / ASR_SAMPLE_RATE
-        if spoken_ms >= self.settings.barge_in_ms:
-            log.debug("session %s: barge-in after %.0f ms of speech", self.id, spoken_ms)
-            if self.settings.false_interruption == "resume":
-                self._cut_off = self._active.result
-            await self.interrupt()
-
-    async def _on_turn_ended(self, ended: TurnEnded) -> None:
+    def _endpoint_timings(self, ended: TurnEnded) -> tuple[float, dict[str, float]]:
         speech_end = self._clock.wall_time(ended.speech_end_sample)
-        timings = {
+        return speech_end, {
             "endpoint_ms": round((time.perf_counter() - speech_end) * 1000.0, 1),  # wall time
             "end_silence_ms": round(ended.endpoint_delay_ms, 1),  # the silence in the stream that ended it
         }
-        speculative = self._speculative
-        if speculative is not None and speculative.speech_end_sample == ended.speech_end_sample:
-            self._speculative = None
-            await self._commit(speculative, speech_end, timings)
+
+    def _forget(self, number: int | None) -> None:
+        """The player went on with the line turn `number` answered: that exchange never happened."""
+        if number is None:
             return
-        await self._begin_turn(audio=ended.utterance, started_at=speech_end, timings=timings)
+        self._forgotten_turn = number
+        if self._remembered_turn == number and self.history:
+            self.history.pop()
+            self._remembered_turn = None
+
+    def _score_turn_end(self, command: ScoreTurnEnd) -> None:
+        """Ask the turn detector in the background; its answer goes to the core when it comes."""
+
+        async def score() -> None:
+            probability = await self.services.runner.score_turn_end(command.audio)
+            self._core().on_turn_score(command.at_sample, probability)
+
+        task = asyncio.create_task(score())
+        self._scoring.add(task)
+        task.add_done_callback(self._scored)
+
+    def _scored(self, task: asyncio.Task[None]) -> None:
+        self._scoring.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("session %s: the turn detector failed: %s", self.id, task.exception())
 
     # ------------------------------------------------------------------ turns
 
@@ -315,7 +355,9 @@ class Session:
         result = TurnResult(timings=dict(timings or {}))
         return Turn(number, TurnOutput(self.emit, number, result.timings, started_at, held=held), result)
 
-    def _request(self, number: int, audio: np.ndarray | None = None, text: str | None = None) -> TurnRequest:
+    def _request(
+        self, number: int, audio: np.ndarray | None = None, text: str | None = None, resume: bool = False
+    ) -> TurnRequest:
         return persona_turn_request(
             self._persona(),
             self.history,
@@ -326,7 +368,7 @@ class Session:
             fact_first=self.settings.fact_first,
             audio=audio,
             text=text,
-            resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and audio is not None else None,
+            resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and resume else None,
         )
 
     def _reply_seed(self, number: int) -> int | None:
@@ -334,43 +376,25 @@ class Session:
         return None if self.settings.llm_seed < 0 else self.settings.llm_seed * 1_000_003 + number
 
     async def _begin_turn(
-        self, *, started_at: float, audio: np.ndarray | None = None, text: str | None = None,
-        timings: dict[str, float] | None = None,
+        self, number: int, *, started_at: float, audio: np.ndarray | None = None, text: str | None = None,
+        timings: dict[str, float] | None = None, resume: bool = False,
     ) -> None:
         await self._drop_speculation()
         await self.interrupt()  # a new player turn always cuts the NPC's previous one
-        self.turn += 1
-        turn = self._new_turn(self.turn, started_at, timings)
-        self._launch(turn, self._run_turn(turn, self._request(self.turn, audio, text)))
+        self.turn = number
+        turn = self._new_turn(number, started_at, timings)
+        self._launch(turn, self._run_turn(turn, self._request(number, audio, text, resume)))
         self._cut_off = None
         self._start_filler_timer(turn)
 
-    def _speculate(self, paused: SpeechPaused) -> None:
+    def _speculate(self, command: StartSpeculation) -> None:
         """Start the turn now, output held, in case this pause is the end of the player's turn."""
-        if not self.settings.speculative or self._speculative is not None:
-            return
-        if self.services.runner.load["asr"].pending:
-            return  # the models are busy with other players: a guess that may be thrown away would only add to the queue
-        number = self.turn + 1
-        turn = self._new_turn(number, self._clock.wall_time(paused.at_sample), held=True)
-        turn.speech_end_sample = paused.at_sample
-        request = self._request(number, audio=paused.utterance_so_far)
-        request.on_transcript = lambda text: self._speculation_heard(turn, text)
+        turn = self._new_turn(command.turn, self._clock.wall_time(command.at_sample), held=True)
+        turn.speech_end_sample = command.at_sample
+        request = self._request(command.turn, audio=command.audio, resume=command.resume)
+        request.on_transcript = lambda text: self._core().on_transcript(command.turn, text)
         turn.task = asyncio.create_task(self._run_turn(turn, request))
         self._speculative = turn
-
-    def _speculation_heard(self, turn: Turn, text: str) -> None:
-        """A pause's transcript is in: if it reads as a finished sentence, a shorter silence ends the turn.
-
-        A player who only paused mid-thought and goes on is then answered too soon, and cuts the NPC
-        off by speaking (barge-in): the price of answering finished questions ~200 ms sooner.
-        """
-        wait_ms = self.settings.end_silence_finished_ms
-        endpointer = self._endpointer
-        if not wait_ms or self._push_to_talk or endpointer is None or self._speculative is not turn:
-            return
-        if endpointer.paused_at == turn.speech_end_sample and sounds_finished(text):
-            endpointer.end_pause_early(wait_ms)
 
     async def _drop_speculation(self) -> None:
         turn, self._speculative = self._speculative, None
@@ -392,6 +416,7 @@ class Session:
     def _launch(self, turn: Turn, work: Any) -> None:
         self.state = SessionState.RESPONDING
         self._active = turn
+        self._core().on_npc_turn_started(turn.number)
         turn.task = asyncio.create_task(work, name=f"turn-{self.id}-{turn.number}")
         turn.task.add_done_callback(self._turn_finished)
 
@@ -402,8 +427,10 @@ class Session:
             return
         turn.cancel()  # its filler timer
         self._active_now()  # the player was listening: the idle time starts when the NPC stops
-        if turn.result.player_text:
+        self._core().on_npc_turn_done(turn.number)
+        if turn.result.player_text and turn.number != self._forgotten_turn:
             self.history.append((turn.result.player_text, turn.result.reply_text.strip()))
+            self._remembered_turn = turn.number
             self._prefill_next_prompt()
         if self.state is SessionState.RESPONDING:
             self.state = SessionState.LISTENING
@@ -509,9 +536,30 @@ class Session:
     async def close(self) -> None:
         """End the session and stop its turns (they let go of the models before this returns)."""
         self.state = SessionState.CLOSED
+        for task in list(self._scoring):
+            task.cancel()
         await self._drop_speculation()
         if self._active is not None:
             await self._active.stopped()
+
+
+def _rules(settings: Settings, has_turn_detector: bool) -> TurnTakingRules:
+    pause = PauseRule(finished_ms=settings.end_silence_finished_ms)
+    if has_turn_detector:
+        pause = PauseRule(
+            finished_ms=settings.end_silence_finished_ms,
+            complete_at=settings.turn_complete_at,
+            complete_ms=settings.end_silence_complete_ms,
+            incomplete_below=settings.turn_incomplete_below,
+            incomplete_ms=settings.end_silence_incomplete_ms,
+        )
+    return TurnTakingRules(
+        speculative=settings.speculative,
+        barge_in_ms=settings.barge_in_ms,
+        resume_after_false_interruption=settings.false_interruption == "resume",
+        continuation_ms=settings.continuation_ms,
+        pause=pause,
+    )
 
 
 def _find_stage_error(exc: BaseException) -> StageError | None:

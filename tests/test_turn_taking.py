@@ -296,3 +296,30 @@ async def test_a_seeded_server_samples_turn_n_of_every_conversation_alike() -> N
     first, second, first_again, second_again = await seeds(llm_seed=5)
     assert first == first_again and second == second_again and first != second
     assert await seeds() == [None] * 4  # unseeded by default: fresh randomness every reply
+
+
+@pytest.mark.parametrize("reply_over_first", [False, True])
+async def test_a_player_who_goes_on_is_answered_as_a_whole_and_the_cut_off_reply_is_forgotten(reply_over_first: bool) -> None:
+    """The player pauses long enough to end the turn, the NPC starts answering (or has finished a short
+    reply), and the player goes on: one turn answers both parts, and the history holds only it."""
+    long_reply = " ".join(["Iron and fire."] * 40)
+    dialogue = FakeDialogue(token_delay_s=0.0 if reply_over_first else 0.03, reply="Aye." if reply_over_first else long_reply)
+    async for server in _serve(Backends(FakeTranscriber(), dialogue, FakeSynthesizer())):
+        async with connect(server.url) as ws:
+            talk = Conversation(ws)
+            await talk.start()
+            await talk.send_audio(tone(1.0) + silence(0.6))
+            await talk.until("audio_start", turn=1)
+            if reply_over_first:
+                await talk.until("turn_end", turn=1)
+            await talk.send_audio(tone(0.7) + silence(0.8))
+            await talk.until("turn_end", turn=2)
+            await talk.send_json(type="text", text="And?")
+            await talk.until("turn_end", turn=3)
+    (whole,) = [m["text"] for m in talk.messages if m["type"] == "transcript" and m["turn"] == 2]
+    assert float(whole.split()[3]) > 1.7  # one transcript of both parts
+    first_reply = next(m for m in talk.messages if m["type"] == "turn_end" and m["turn"] == 1)
+    assert first_reply["interrupted"] is not reply_over_first
+    # what the NPC remembers when the player speaks next: the whole line and its answer, nothing of turn 1
+    remembered = [m.content for m in dialogue.prompts[-1][1:-1]]
+    assert [line for line in remembered if line.startswith("fake transcript")] == [whole]

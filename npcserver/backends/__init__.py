@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from npcserver.backends.base import DialogueModel, SentenceEmbedder, Synthesizer, Transcriber
+from npcserver.backends.base import DialogueModel, SentenceEmbedder, Synthesizer, Transcriber, TurnDetector
 from npcserver.config import Settings
 
 
@@ -14,6 +14,7 @@ class Backends:
     dialogue: DialogueModel
     synthesizer: Synthesizer
     embedder: SentenceEmbedder | None = None  # finds the persona facts a line asks about; None: no lookup
+    turn_detector: TurnDetector | None = None  # hears whether a pause ends the turn; None: pause length alone
 
 
 def create_backends(settings: Settings) -> Backends:

@@ -82,3 +82,11 @@ class SentenceEmbedder(Protocol):
     """Texts to unit vectors [len(texts), dim] float32, whose dot products say how alike they mean."""
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class TurnDetector(Protocol):
+    """Hears from the audio alone (intonation, rhythm, the last words' sound) whether the player's turn is over."""
+
+    def turn_complete_probability(self, audio: np.ndarray) -> float:
+        """audio: 16 kHz float32, the utterance up to a pause; returns P(the turn is finished)."""
+        ...

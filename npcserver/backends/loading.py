@@ -22,6 +22,7 @@ from npcserver.models import (
     resolve_knowledge_model,
     resolve_llm_model,
     resolve_piper_voice,
+    resolve_turn_detector,
 )
 
 if TYPE_CHECKING:
@@ -212,10 +213,19 @@ def load_real_backends(settings: Settings) -> Backends:
         embedder.embed(["Hello."])
         log.info("knowledge lookup %s loaded in %.2f s", settings.knowledge_model, time.monotonic() - start)
 
+    turn_detector = None
+    if settings.turn_detector != "none":
+        from npcserver.backends.smart_turn import SmartTurnDetector
+
+        start = time.monotonic()
+        turn_detector = SmartTurnDetector(resolve_turn_detector(settings.turn_detector))
+        turn_detector.turn_complete_probability(np.zeros(16_000, dtype=np.float32))
+        log.info("turn detector %s loaded in %.2f s", settings.turn_detector, time.monotonic() - start)
+
     start = time.monotonic()
     synthesizer = PiperSynthesizer(
         default_voice, threads=threads.tts, voices_dir=settings.voices, use_cuda=device == "cuda"
     )
     synthesizer.synthesize("Hello.", VoiceSettings(model=str(default_voice)))
     log.info("TTS %s loaded and warmed in %.2f s", settings.tts_voice, time.monotonic() - start)
-    return Backends(asr, llm, synthesizer, embedder)
+    return Backends(asr, llm, synthesizer, embedder, turn_detector)
