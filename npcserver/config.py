@@ -59,6 +59,7 @@ class Settings:
     end_silence_ms: int = _opt(500, "Silence after speech that ends the player's turn, in milliseconds.")
     end_silence_finished_ms: int = _opt(300, "With speculation: when the transcript of a pause reads as a finished sentence (ends in . ? or ! and not in 'and', 'the', 'um'...), this much silence ends the turn instead of end_silence_ms (0 = always wait end_silence_ms). Above a comma's pause in speech (~220 ms in Piper's), below the ~350 ms the reply needs anyway.")
     end_silence_quiet_db: float = _opt(35.0, "Count the end-of-turn silence from where the sound fell this many dB below the utterance's loudest frame, up to 64 ms before the VAD noticed (Silero's probability falls 36-132 ms after the last audible sample); 0 = from the VAD's decision.")
+    end_silence_background_db: float = _opt(22.0, "In a turn, sound this many dB below the utterance's loudest frame is background (a TV, people in the room), not the player: it does not keep the turn open (0 = the VAD alone decides).")
     min_speech_ms: int = _opt(160, "Shorter bursts of speech (a click, a cough) are not a turn.")
     max_utterance_s: float = _opt(30.0, "A turn is cut and transcribed after this many seconds of speech.")
     barge_in_ms: int = _opt(300, "The player speaking over the NPC this long (ms) cuts the NPC off; shorter sounds (a cough) don't.")

@@ -200,6 +200,11 @@ class Endpointer:
     not Silero's reaction time. It only moves where the silence starts, never whether there is one;
     with background noise within `quiet_db` of the speech nothing moves.
 
+    Background (`background_db` set): the player is the loudest voice in their own microphone. Within
+    a turn, a frame more than `background_db` below the utterance's loudest frame is not the player,
+    whatever the VAD says: talkers and music 20 dB under the player neither keep the turn open nor
+    make a pause resume. A turn still starts on the VAD alone (there is no player level to compare to yet).
+
     `end_pause_early()` lets one pause end the turn sooner: the session calls it when the pause's
     speculative transcript reads as a finished sentence.
 
@@ -236,6 +241,7 @@ class Endpointer:
         trailing_ms: float = 32,
         adaptive: bool = False,
         quiet_db: float | None = None,
+        background_db: float | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
@@ -254,6 +260,9 @@ class Endpointer:
         if quiet_db is not None and quiet_db <= 0:
             raise ValueError(f"quiet_db must be positive (or None for no look-back), got {quiet_db}")
         self.quiet_db = quiet_db
+        if background_db is not None and background_db <= 0:
+            raise ValueError(f"background_db must be positive (or None for no gate), got {background_db}")
+        self.background_db = background_db
         self._pauses_ms: deque[float] = deque(maxlen=self.ADAPTIVE_HISTORY)
         self._usual_pause_ms: float | None = None  # adaptive, once enough pauses are known: their p90
         self._end_silence_ms = self.base_end_silence_ms
@@ -408,7 +417,9 @@ class Endpointer:
         frame_start = self._audio_end
         self._keep_audio(frame)
         frame_end = self._audio_end
-        loudness = rms_dbfs(frame) if self.quiet_db is not None else 0.0
+        loudness = rms_dbfs(frame) if self.quiet_db is not None or self.background_db is not None else 0.0
+        if self._is_background(loudness):
+            probability = 0.0
         self._classify(frame_start, frame_end, probability, loudness, events)
         self._recent_dbfs.append(loudness)
 
@@ -465,6 +476,12 @@ class Endpointer:
                 self._finish_turn(
                     self._silence_start, self._silence_start + self.trailing_samples, "max_length", events
                 )
+
+    def _is_background(self, loudness: float) -> bool:
+        """In a turn, sound far below the player's own level is someone else (a TV, the room), not the player."""
+        if self.background_db is None or self._phase not in ("speech", "pause"):
+            return False
+        return loudness < self._loudest_dbfs - self.background_db
 
     def _where_sound_stopped(self, frame_start: int) -> int:
         """Silero just decided speech stopped at `frame_start`: step back over the quiet frames before it."""

@@ -229,6 +229,7 @@ class NpcServer:
             max_utterance_s=s.max_utterance_s,
             adaptive=s.adaptive_end_silence,
             quiet_db=s.end_silence_quiet_db or None,
+            background_db=s.end_silence_background_db or None,
         )
 
     @functools.cached_property

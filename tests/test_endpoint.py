@@ -513,3 +513,22 @@ def test_the_utterance_does_not_change_when_the_caller_reuses_its_buffer() -> No
     buffer[:] = 9.0
     ended = of_type(events, TurnEnded)[0]
     assert np.abs(ended.utterance).max() < 0.2
+
+
+def test_sound_far_below_the_players_level_is_background_and_does_not_keep_the_turn_open() -> None:
+    # a talker 26 dB under the player: the energy VAD takes it for speech, the level gate does not
+    player, room = tone(1000, amplitude=0.3), tone(3000, amplitude=0.3 / 20)
+    gated = Endpointer(FakeVad(), end_silence_ms=500, max_utterance_s=10, background_db=22)
+    ungated = Endpointer(FakeVad(), end_silence_ms=500, max_utterance_s=10)
+    assert FakeVad().speech_probability(room[:FRAME_SAMPLES]) > 0.5
+    (ended,) = of_type(gated.feed(np.concatenate([player, room])), TurnEnded)
+    assert ended.reason == "silence" and 480 <= ended.endpoint_delay_ms <= 560
+    assert of_type(ungated.feed(np.concatenate([player, room])), TurnEnded) == []
+
+
+def test_the_level_gate_lets_the_player_resume_and_starts_no_turn_by_itself() -> None:
+    gated = Endpointer(FakeVad(), end_silence_ms=500, background_db=22)
+    events = gated.feed(np.concatenate([tone(800, 0.3), silence(200), tone(600, 0.2), silence(700)]))
+    assert len(of_type(events, SpeechResumed)) == 1 and len(of_type(events, TurnEnded)) == 1
+    # background alone, with no player level to compare to, is left to the VAD (which hears speech)
+    assert of_type(gated.feed(tone(1000, 0.3 / 20)), SpeechStarted)
