@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reply-ms", type=float, default=400.0, help="a speculation's reply audio is ready this long after the pause")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--no-background-gate", action="store_true", help="the VAD alone, as before end_silence_background_db")
-    parser.add_argument("--noise-rule", default="smart turn 0.5: 250 / 1200 ms", choices=list(RULES))
+    parser.add_argument("--noise-rule", default="smart turn 0.5: 250 / 900 ms", choices=list(RULES))
     args = parser.parse_args(argv)
 
     latency = Latencies(args.asr_ms, args.detector_ms, args.reply_ms)
