@@ -217,6 +217,10 @@ def new_endpointer(vad: SileroVad, end_silence_ms: float = 500.0) -> Endpointer:
     )
 
 
+def at_samples(ms: float) -> int:
+    return int(ms * RATE / 1000)
+
+
 def run_stream(
     stream: np.ndarray, rule: PauseRule, end_silence_ms: float, models: Models, latency: Latencies, vad: SileroVad
 ) -> Outcome:
@@ -224,7 +228,6 @@ def run_stream(
     core = TurnTaking(new_endpointer(vad, end_silence_ms), TurnTakingRules(pause=rule))
     due: list[tuple[int, Callable[[], None]]] = []  # model answers, by the sample they arrive at
     ready_at: dict[int, int] = {}  # speculative turn -> the sample its reply audio is ready
-    at_samples = lambda ms: int(ms * RATE / 1000)
     for start in range(0, stream.size, CHUNK):
         position = start + CHUNK
         for arrival, answer in [d for d in due if d[0] <= position]:
