@@ -80,7 +80,7 @@ def run_baseline(
         t1 = time.perf_counter()
         reply = "".join(backends.dialogue.generate(messages_for(transcript), options, lambda: False)).strip()
         t2 = time.perf_counter()
-        pcm = backends.synthesizer.synthesize(reply or "Hm.", voice)
+        pcm = backends.synthesizer.synthesize(reply or "Hm.", voice).audio
         t3 = time.perf_counter()
         compute_ms = (t3 - t0) * 1000.0
         return {

@@ -12,8 +12,7 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
-
+from npcserver.backends.base import Speech
 from npcserver.pipeline import ModelRunner
 
 log = logging.getLogger(__name__)
@@ -23,28 +22,28 @@ FILLERS_NEEDED_AFTER_S = 1.0  # a new session's first turn is at least this far 
 class FillerCache:
     def __init__(self, runner: ModelRunner) -> None:
         self._runner = runner
-        self._audio: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._speech: dict[tuple[str, str], list[Speech]] = {}
         self._warming: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @staticmethod
     def _key(persona: Any) -> tuple[str, str]:
         return (persona.id, persona.version)
 
-    def get(self, persona: Any, turn: int) -> np.ndarray | None:
+    def get(self, persona: Any, turn: int) -> Speech | None:
         """A filler for this turn (they take turns), or None while the persona's aren't synthesized yet."""
-        lines = self._audio.get(self._key(persona))
+        lines = self._speech.get(self._key(persona))
         return lines[turn % len(lines)] if lines else None
 
-    def _keep(self, key: tuple[str, str], lines: list[np.ndarray]) -> None:
-        """Store a persona version's fillers, dropping the audio of its earlier versions (hot reload)."""
-        for old in [k for k in self._audio if k[0] == key[0]]:
-            del self._audio[old]
-        self._audio[key] = lines
+    def _keep(self, key: tuple[str, str], lines: list[Speech]) -> None:
+        """Store a persona version's fillers, dropping the speech of its earlier versions (hot reload)."""
+        for old in [k for k in self._speech if k[0] == key[0]]:
+            del self._speech[old]
+        self._speech[key] = lines
 
     def warm(self, persona: Any) -> None:
         """Synthesize the persona's fillers in the background, once per persona version."""
         key = self._key(persona)
-        if not persona.fillers or key in self._audio or key in self._warming:
+        if not persona.fillers or key in self._speech or key in self._warming:
             return
         task = asyncio.create_task(self._synthesize(persona, key), name=f"fillers-{persona.id}")
         self._warming[key] = task

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
-
-from npcserver.backends.base import VoiceSettings
+from npcserver.backends.base import Speech, VoiceSettings
 
 MAX_WORDS = 6  # first clauses have at most 4 words; short sentences ("Not today.") come back too
 
@@ -28,40 +26,40 @@ class PhraseAudioCache:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes = max_bytes
         self.max_words = max_words
-        self._audio: OrderedDict[tuple[str, VoiceSettings], np.ndarray] = OrderedDict()
+        self._speech: OrderedDict[tuple[str, VoiceSettings], Speech] = OrderedDict()
         self.bytes = 0
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._audio)
+        return len(self._speech)
 
     def keeps(self, text: str) -> bool:
         """Whether audio for `text` is worth keeping (short enough to come back)."""
         return 0 < len(text.split()) <= self.max_words
 
-    def get(self, text: str, voice: VoiceSettings) -> np.ndarray | None:
-        """The kept audio for `text` in `voice` (read-only), or None; counts a hit or a miss for keepable texts."""
+    def get(self, text: str, voice: VoiceSettings) -> Speech | None:
+        """The kept speech for `text` in `voice` (read-only), or None; counts a hit or a miss for keepable texts."""
         if not self.keeps(text):
             return None
-        audio = self._audio.get((text, voice))
-        if audio is None:
+        speech = self._speech.get((text, voice))
+        if speech is None:
             self.misses += 1
             return None
         self.hits += 1
-        self._audio.move_to_end((text, voice))
-        return audio
+        self._speech.move_to_end((text, voice))
+        return speech
 
-    def put(self, text: str, voice: VoiceSettings, audio: np.ndarray) -> None:
-        if not self.keeps(text) or audio.nbytes > self.max_bytes:
+    def put(self, text: str, voice: VoiceSettings, speech: Speech) -> None:
+        if not self.keeps(text) or speech.audio.nbytes > self.max_bytes:
             return
         key = (text, voice)
-        if (old := self._audio.pop(key, None)) is not None:
-            self.bytes -= old.nbytes
-        kept = audio.copy()
-        kept.flags.writeable = False  # every turn that says this phrase gets this one array
-        self._audio[key] = kept
-        self.bytes += kept.nbytes
+        if (old := self._speech.pop(key, None)) is not None:
+            self.bytes -= old.audio.nbytes
+        audio = speech.audio.copy()
+        audio.flags.writeable = False  # every turn that says this phrase gets this one array
+        self._speech[key] = Speech(audio, speech.phonemes)  # its phonemes too: a cached phrase has visemes
+        self.bytes += audio.nbytes
         while self.bytes > self.max_bytes:
-            _, dropped = self._audio.popitem(last=False)
-            self.bytes -= dropped.nbytes
+            _, dropped = self._speech.popitem(last=False)
+            self.bytes -= dropped.audio.nbytes

@@ -22,14 +22,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from npcserver.backends import Backends
-from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
+from npcserver.backends.base import ChatMessage, GenerationOptions, Speech, Transcript, VoiceSettings
 from npcserver.grounding import ReplyCheck
 from npcserver.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
 from npcserver.personas import Persona
 from npcserver.phrase_cache import PhraseAudioCache
-from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage
+from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage, Visemes
 from npcserver.scheduling import DeadlineExecutor
 from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
+from npcserver.visemes import visemes_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,16 +145,16 @@ class ModelRunner:
             index = self._knowledge[persona.id] = KnowledgeIndex(persona, self.backends.embedder)
         return index
 
-    async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> np.ndarray:
+    async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> Speech:
         """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
         calls: the one needed soonest is synthesized first. A phrase said before may come from the cache."""
         cache = self.phrase_cache
         if cache is not None and (kept := cache.get(text, voice)) is not None:
             return kept
-        audio = await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice), needed_by)
+        speech = await self._call("tts", lambda: self.backends.synthesizer.synthesize(text, voice), needed_by)
         if cache is not None:
-            cache.put(text, voice, audio)
-        return audio
+            cache.put(text, voice, speech)
+        return speech
 
     async def stream_reply(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncGenerator[str]:
         """Yield reply pieces as the model writes them; leaving the loop early stops the model."""
@@ -306,18 +307,25 @@ class TurnOutput:
     - Audio is sent in whole chunks under a lock, so a filler line and the reply never interleave.
     - The voice-to-voice clock (from `started_at`, the end of the player's speech) stops at the first
       audio frame that really reaches the socket.
+    - With `visemes`, each piece of speech is preceded by its mouth shapes, timed in samples of the
+      turn's audio (`samples_sent` is where the next piece starts).
     """
 
-    def __init__(self, emit: Emit, turn: int, timings: dict[str, float], started_at: float, held: bool = False) -> None:
+    def __init__(
+        self, emit: Emit, turn: int, timings: dict[str, float], started_at: float, held: bool = False,
+        visemes: bool = False,
+    ) -> None:
         self._emit = emit
         self.turn = turn
         self.timings = timings
         self.started_at = started_at
+        self.visemes = visemes
         self._held: list[ServerMessage | bytes | object] | None = [] if held else None
         self._audio_lock = asyncio.Lock()
         self.audio_started = False
         self.reply_audio_started = False
         self.filler_played = False
+        self.samples_sent = 0
 
     @property
     def held(self) -> bool:
@@ -344,8 +352,9 @@ class TurnOutput:
             await self._deliver(self._held.pop(0))
         self._held = None
 
-    async def audio(self, pcm: np.ndarray, *, filler: bool = False) -> bool:
-        """Send int16 audio framed for the socket; a filler only if no audio has started yet."""
+    async def audio(self, speech: Speech, *, filler: bool = False) -> bool:
+        """Send the speech's int16 audio framed for the socket; a filler only if no audio has started yet."""
+        pcm = speech.audio
         if pcm.size == 0:
             return False
         async with self._audio_lock:
@@ -360,10 +369,13 @@ class TurnOutput:
             elif not self.reply_audio_started:
                 self.reply_audio_started = True
                 await self.send(_REPLY_AUDIO_BEGINS)  # type: ignore[arg-type]
+            if self.visemes and speech.phonemes:
+                await self.send(Visemes(self.turn, visemes_of(speech.phonemes, first_sample=self.samples_sent)))
             data = pcm.astype("<i2", copy=False).tobytes()
             step = AUDIO_FRAME_SAMPLES * 2
             for offset in range(0, len(data), step):
                 await self.send(data[offset : offset + step])
+            self.samples_sent += pcm.size
         return True
 
     async def end_audio(self) -> None:
@@ -526,10 +538,10 @@ async def _speak_clauses(
             continue
         tts_started = time.perf_counter()
         # the first clause is needed now; a later one only when what was sent before has played
-        audio = await runner.synthesize(sayable, request.voice, needed_by=audio_runs_out or tts_started)
+        speech = await runner.synthesize(sayable, request.voice, needed_by=audio_runs_out or tts_started)
         if "tts_first_audio_ms" not in result.timings:
             result.timings["tts_first_audio_ms"] = _ms(time.perf_counter() - tts_started)
-        await out.audio(audio)
+        await out.audio(speech)
         result.spoken_clauses.append(clause)
         now = time.perf_counter()
-        audio_runs_out = max(now, audio_runs_out or now) + audio.size / runner.sample_rate
+        audio_runs_out = max(now, audio_runs_out or now) + speech.audio.size / runner.sample_rate

@@ -77,7 +77,7 @@ def say_command(settings: Settings, npc: str, text: str, out: Path | None) -> in
         return 1
     backends = create_backends(settings)
     started = time.perf_counter()
-    audio = backends.synthesizer.synthesize(text, persona.voice)
+    audio = backends.synthesizer.synthesize(text, persona.voice).audio
     elapsed_ms = (time.perf_counter() - started) * 1000
     path = out or Path(f"{persona.id}.wav")
     rate = backends.synthesizer.sample_rate

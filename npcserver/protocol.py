@@ -86,6 +86,7 @@ class Start:
     context: dict[str, Any] = field(default_factory=dict)
     greeting: bool = True  # false: don't speak the persona's greeting when the session starts
     push_to_talk: bool = False  # true: only end_of_turn ends a turn, never a silence
+    visemes: bool = False  # true: each clause's audio comes with its mouth shapes (a "visemes" message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,24 @@ class AudioStart:
 
 
 @dataclass(frozen=True, slots=True)
+class Viseme:
+    """One mouth shape: `start` is a sample index into the turn's audio, `duration` in samples."""
+
+    name: str  # one of the 15 OVR LipSync visemes (npcserver/visemes.py)
+    start: int
+    duration: int
+
+
+@dataclass(frozen=True, slots=True)
+class Visemes:
+    """The mouth shapes of the audio that follows, sent just before its first frame."""
+
+    type: ClassVar[str] = "visemes"
+    turn: int
+    visemes: tuple[Viseme, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AudioEnd:
     type: ClassVar[str] = "audio_end"
     turn: int
@@ -173,11 +192,11 @@ class Error:
     retry_url: str | None = None  # where to reconnect when this node is full or draining
 
 
-ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | AudioEnd | TurnEnd | Error
+ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | Visemes | AudioEnd | TurnEnd | Error
 
 CLIENT_TYPES: dict[str, type] = {cls.type: cls for cls in (Start, EndOfTurn, Text, Interrupt, Context)}
 SERVER_TYPES: dict[str, type] = {
-    cls.type: cls for cls in (Ready, TranscriptMessage, Reply, AudioStart, AudioEnd, TurnEnd, Error)
+    cls.type: cls for cls in (Ready, TranscriptMessage, Reply, AudioStart, Visemes, AudioEnd, TurnEnd, Error)
 }
 
 # --------------------------------------------------------------------------- parsing
@@ -244,8 +263,9 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         context = _field(data, "start", "context", dict, required=False) or {}
         greeting = _field(data, "start", "greeting", bool, required=False)
         push_to_talk = _field(data, "start", "push_to_talk", bool, required=False)
+        visemes = _field(data, "start", "visemes", bool, required=False)
         return Start(npc=npc, audio=audio, player=player, context=context, greeting=greeting is not False,
-                     push_to_talk=push_to_talk is True)
+                     push_to_talk=push_to_talk is True, visemes=visemes is True)
     if kind == "end_of_turn":
         return EndOfTurn()
     if kind == "text":
@@ -266,12 +286,14 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown server message type {data['type']!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in data.items() if k in names}
-    if cls is Ready:
-        values["npc"] = NpcInfo(**values["npc"])
-        values["audio"] = AudioFormat(**values["audio"])
     try:
+        if cls is Ready:
+            values["npc"] = NpcInfo(**values["npc"])
+            values["audio"] = AudioFormat(**values["audio"])
+        elif cls is Visemes:
+            values["visemes"] = tuple(Viseme(**viseme) for viseme in values["visemes"])
         return cls(**values)  # type: ignore[no-any-return]
-    except TypeError as exc:
+    except (TypeError, KeyError) as exc:
         raise ProtocolError(ErrorCode.MISSING_FIELD, f"{data['type']}: {exc}") from None
 
 
@@ -282,6 +304,14 @@ def encode(message: ClientMessage | ServerMessage) -> str:
         value = getattr(message, f.name)
         if value is None and f.default is None:
             continue  # optional fields are omitted rather than sent as null
-        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        body[f.name] = dataclasses.asdict(value) if nested else value
+        body[f.name] = _plain(value)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON can hold it: dataclasses become objects, tuples arrays."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value

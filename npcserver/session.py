@@ -164,6 +164,7 @@ class Session:
         self._active: Turn | None = None  # the NPC turn the player hears (or is about to)
         self._speculative: Turn | None = None  # started at a pause, output held until the turn is confirmed
         self._turn_taking: TurnTaking | None = None
+        self._visemes = False  # the client wants mouth shapes with the audio
         self._resampler: soxr.ResampleStream | None = None
         self.input_rate = 0  # the client's audio sample rate, once started
         self._clock = ArrivalClock()
@@ -228,6 +229,7 @@ class Session:
             _rules(self.settings, has_turn_detector=self.services.runner.backends.turn_detector is not None),
             push_to_talk=message.push_to_talk,
         )
+        self._visemes = message.visemes
         rate = self.input_rate = message.audio.sample_rate
         if rate != ASR_SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(rate, ASR_SAMPLE_RATE, 1, dtype="float32")
@@ -353,7 +355,8 @@ class Session:
 
     def _new_turn(self, number: int, started_at: float, timings: dict[str, float] | None = None, held: bool = False) -> Turn:
         result = TurnResult(timings=dict(timings or {}))
-        return Turn(number, TurnOutput(self.emit, number, result.timings, started_at, held=held), result)
+        out = TurnOutput(self.emit, number, result.timings, started_at, held=held, visemes=self._visemes)
+        return Turn(number, out, result)
 
     def _request(
         self, number: int, audio: np.ndarray | None = None, text: str | None = None, resume: bool = False
@@ -463,9 +466,9 @@ class Session:
         if not late_already:
             deadline = turn.out.started_at + (budget_ms - FILLER_LEAD_MS) / 1000.0
             await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-        audio = self.services.fillers.get(persona, turn.number)
-        if audio is not None and not turn.out.audio_started and turn.running:
-            await turn.out.audio(audio, filler=True)
+        filler = self.services.fillers.get(persona, turn.number)
+        if filler is not None and not turn.out.audio_started and turn.running:
+            await turn.out.audio(filler, filler=True)
 
     async def _run_turn(self, turn: Turn, request: TurnRequest) -> None:
         """Run a turn and always close it with turn_end."""

@@ -60,6 +60,7 @@ class Conversation:
     ws: ClientConnection
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio: dict[int, bytearray] = field(default_factory=dict)
+    order: list[dict[str, Any] | int] = field(default_factory=list)  # messages and audio frames (samples), as they came
     _audio_turn: int | None = None
 
     async def send_json(self, **message: Any) -> None:
@@ -75,9 +76,11 @@ class Conversation:
             if isinstance(frame, bytes):
                 assert self._audio_turn is not None, "audio frame outside audio_start/audio_end"
                 self.audio.setdefault(self._audio_turn, bytearray()).extend(frame)
+                self.order.append(len(frame) // 2)
                 continue
             message: dict[str, Any] = json.loads(frame)
             self.messages.append(message)
+            self.order.append(message)
             if message["type"] == "audio_start":
                 self._audio_turn = message["turn"]
             elif message["type"] == "audio_end":
@@ -92,7 +95,7 @@ class Conversation:
 
     async def start(self, npc: str = "greta_blacksmith", rate: int = 16000, **extra: Any) -> dict[str, Any]:
         await self.send_json(
-            type="start", npc=npc, audio={"encoding": "pcm_s16le", "sample_rate": rate}, greeting=False, **extra
+            type="start", npc=npc, audio={"encoding": "pcm_s16le", "sample_rate": rate}, **({"greeting": False} | extra)
         )
         return await self.until("ready")
 

@@ -104,7 +104,7 @@ SENTENCE = "Mind the forge, traveller, the iron is still hot and the hammer is h
 
 
 def test_piper_speaks_audible_int16_at_22050_hz(synthesizer) -> None:  # type: ignore[no-untyped-def]
-    audio = synthesizer.synthesize("Well met, traveller.", VoiceSettings(model=EMBEDDED_VOICE))
+    audio = synthesizer.synthesize("Well met, traveller.", VoiceSettings(model=EMBEDDED_VOICE)).audio
     assert synthesizer.sample_rate == 22050
     assert audio.dtype == np.int16 and audio.ndim == 1
     assert 0.5 < audio.size / 22050 < 3.0
@@ -113,9 +113,9 @@ def test_piper_speaks_audible_int16_at_22050_hz(synthesizer) -> None:  # type: i
 
 def test_pitch_shift_moves_the_voice_and_keeps_its_pace(synthesizer) -> None:  # type: ignore[no-untyped-def]
     rate = synthesizer.sample_rate
-    normal = synthesizer.synthesize(SENTENCE, VoiceSettings())
-    higher = synthesizer.synthesize(SENTENCE, VoiceSettings(pitch_semitones=4))
-    lower = synthesizer.synthesize(SENTENCE, VoiceSettings(pitch_semitones=-4))
+    normal = synthesizer.synthesize(SENTENCE, VoiceSettings()).audio
+    higher = synthesizer.synthesize(SENTENCE, VoiceSettings(pitch_semitones=4)).audio
+    lower = synthesizer.synthesize(SENTENCE, VoiceSettings(pitch_semitones=-4)).audio
 
     f0 = _fundamental_hz(normal, rate)
     expected = 2 ** (4 / 12)  # 1.26
@@ -126,8 +126,8 @@ def test_pitch_shift_moves_the_voice_and_keeps_its_pace(synthesizer) -> None:  #
 
 
 def test_speed_setting_shortens_speech(synthesizer) -> None:  # type: ignore[no-untyped-def]
-    normal = synthesizer.synthesize(SENTENCE, VoiceSettings())
-    faster = synthesizer.synthesize(SENTENCE, VoiceSettings(speed=1.5))
+    normal = synthesizer.synthesize(SENTENCE, VoiceSettings()).audio
+    faster = synthesizer.synthesize(SENTENCE, VoiceSettings(speed=1.5)).audio
     assert faster.size < 0.85 * normal.size
 
 

@@ -220,7 +220,7 @@ def spoken() -> list[np.ndarray]:
     synthesizer = PiperSynthesizer(voice, threads=1)
     return [
         resample(
-            pcm16_to_float(synthesizer.synthesize(text, VoiceSettings())), synthesizer.sample_rate, ASR_SAMPLE_RATE
+            pcm16_to_float(synthesizer.synthesize(text, VoiceSettings()).audio), synthesizer.sample_rate, ASR_SAMPLE_RATE
         )
         for text in PHRASES
     ]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npcserver.backends import Backends
-from npcserver.backends.base import VoiceSettings
+from npcserver.backends.base import Speech, VoiceSettings
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
 from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.pipeline import ModelRunner
@@ -14,18 +14,19 @@ from npcserver.pipeline import ModelRunner
 VOICE = VoiceSettings()
 
 
-def pcm(samples: int) -> np.ndarray:
-    return np.arange(samples, dtype=np.int16)
+def pcm(samples: int) -> Speech:
+    return Speech(np.arange(samples, dtype=np.int16), (("a", samples),))
 
 
 def test_a_kept_phrase_comes_back_read_only_and_counts_a_hit() -> None:
     cache = PhraseAudioCache(max_bytes=10_000)
     assert cache.get("Good day,", VOICE) is None
-    audio = pcm(100)
-    cache.put("Good day,", VOICE, audio)
-    audio[0] = 99  # the caller's array is not the kept one
+    speech = pcm(100)
+    cache.put("Good day,", VOICE, speech)
+    speech.audio[0] = 99  # the caller's array is not the kept one
     kept = cache.get("Good day,", VOICE)
-    assert kept is not None and kept[0] == 0 and not kept.flags.writeable
+    assert kept is not None and kept.audio[0] == 0 and not kept.audio.flags.writeable
+    assert kept.phonemes == speech.phonemes  # a cached phrase keeps its lip-sync
     assert (cache.hits, cache.misses) == (1, 1)
 
 
@@ -73,7 +74,7 @@ async def test_the_runner_synthesizes_a_repeated_opener_once() -> None:
         await runner.synthesize(long_clause, VOICE)
     finally:
         runner.close()
-    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first.audio, again.audio)
     assert [text for text, _ in synthesizer.calls] == ["Good day,", long_clause, long_clause]
 
 

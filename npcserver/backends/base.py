@@ -69,13 +69,23 @@ class DialogueModel(Protocol):
     ) -> Iterator[str]: ...
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Speech:
+    """One clause spoken: its audio, and which phoneme sounds when (what lip-sync is made from)."""
+
+    audio: np.ndarray  # mono int16 at the synthesizer's sample_rate
+    # (espeak IPA symbol, samples) in speaking order, laid end to end over `audio`; () when the voice
+    # gives no alignment
+    phonemes: tuple[tuple[str, int], ...] = ()
+
+
 class Synthesizer(Protocol):
-    """Text to speech: one clause in, mono int16 PCM at `sample_rate` out."""
+    """Text to speech: one clause in, mono int16 PCM at `sample_rate` and its phoneme timing out."""
 
     @property
     def sample_rate(self) -> int: ...
 
-    def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray: ...
+    def synthesize(self, text: str, voice: VoiceSettings) -> Speech: ...
 
 
 class SentenceEmbedder(Protocol):

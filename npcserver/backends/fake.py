@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from npcserver.backends.base import ChatMessage, GenerationOptions, Transcript, VoiceSettings
+from npcserver.backends.base import ChatMessage, GenerationOptions, Speech, Transcript, VoiceSettings
 
 FAKE_SAMPLE_RATE = 22050
 
@@ -68,7 +68,11 @@ class FakeDialogue:
 
 
 class FakeSynthesizer:
-    """A 220 Hz tone, 50 ms per character: audible, non-silent, and proportional to the text."""
+    """A 220 Hz tone, 50 ms per character: audible, non-silent, and proportional to the text.
+
+    Its alignment makes each character a "phoneme" of equal length: letters are IPA symbols too, so
+    "Bob" gives the visemes PP, oh, PP, as real speech would.
+    """
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
@@ -79,7 +83,7 @@ class FakeSynthesizer:
     def sample_rate(self) -> int:
         return FAKE_SAMPLE_RATE
 
-    def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray:
+    def synthesize(self, text: str, voice: VoiceSettings) -> Speech:
         self.calls.append((text, voice))
         if self.fail_next:
             self.fail_next = False
@@ -87,7 +91,11 @@ class FakeSynthesizer:
         time.sleep(self.delay_s)
         n = int(0.05 * len(text) * FAKE_SAMPLE_RATE)
         t = np.arange(n) / FAKE_SAMPLE_RATE
-        return (0.3 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype(np.int16)
+        audio = (0.3 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype(np.int16)
+        ends = [n * (index + 1) // len(text) for index in range(len(text))]
+        starts = [0, *ends[:-1]]
+        phonemes = tuple((ch.lower(), end - start) for ch, start, end in zip(text, starts, ends, strict=True))
+        return Speech(audio, phonemes)
 
 
 class FakeEmbedder:

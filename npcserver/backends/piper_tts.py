@@ -1,4 +1,4 @@
-"""Speech synthesis with Piper voices (onnxruntime), with per-NPC speed and pitch."""
+"""Speech synthesis with Piper voices (onnxruntime), with per-NPC speed and pitch, and phoneme timing."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
-from piper import PiperVoice, SynthesisConfig
+from piper import AudioChunk, PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
+from piper.patch_voice_with_alignment import add_alignment_output
 
 from npcserver.audio import float_to_pcm16, resample
-from npcserver.backends.base import VoiceSettings
+from npcserver.backends.base import Speech, VoiceSettings
 from npcserver.models import resolve_piper_voice
 
 # Resampling ratios are rounded to a fraction with at most this denominator: the polyphase filter
@@ -36,8 +38,22 @@ def _session_options(threads: int) -> onnxruntime.SessionOptions:
     return options
 
 
+def _with_alignment_output(model_path: Path) -> bytes:
+    """The voice model with the samples of each phoneme id as a second output (lip-sync needs them).
+
+    It is the model's own rounded phoneme durations (its Ceil tensor), computed anyway: exposing it
+    costs no synthesis time. piper-tts patches it the same way for `include_alignments`.
+    """
+    model = onnx.load(str(model_path))
+    try:
+        add_alignment_output(model)
+    except ValueError:
+        pass  # the file was patched already (or has no such tensor: its clauses then carry no phonemes)
+    return model.SerializeToString()  # type: ignore[no-any-return]
+
+
 def load_piper_voice(model_path: Path, threads: int, use_cuda: bool = False) -> PiperVoice:
-    """Like `PiperVoice.load`, but with our thread budget.
+    """Like `PiperVoice.load(..., include_alignments=True)`, but with our thread budget.
 
     piper-tts 1.8's `PiperVoice.load` always passes a default `SessionOptions()` (no way to set
     threads), so we build the onnxruntime session ourselves and hand it to the `PiperVoice` dataclass.
@@ -48,8 +64,35 @@ def load_piper_voice(model_path: Path, threads: int, use_cuda: bool = False) -> 
     providers: list[str] = ["CPUExecutionProvider"]
     if use_cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = onnxruntime.InferenceSession(str(model_path), sess_options=_session_options(threads), providers=providers)
+    session = onnxruntime.InferenceSession(
+        _with_alignment_output(model_path), sess_options=_session_options(threads), providers=providers
+    )
     return PiperVoice(session=session, config=config)
+
+
+def _phonemes_of(chunks: list[AudioChunk]) -> list[tuple[str, int]]:
+    """(phoneme, samples at the voice's rate) of every sentence in order; [] if one has no alignment."""
+    phonemes: list[tuple[str, int]] = []
+    for chunk in chunks:
+        if not chunk.phoneme_alignments:
+            return []
+        phonemes.extend((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments)
+    return phonemes
+
+
+def _rescaled(phonemes: list[tuple[str, int]], factor: float) -> tuple[tuple[str, int], ...]:
+    """Phoneme lengths after the audio was resampled to `factor` times as many samples.
+
+    Phoneme ends are scaled and rounded, not each length, so rounding errors never add up.
+    """
+    scaled: list[tuple[str, int]] = []
+    end = start = 0
+    for phoneme, samples in phonemes:
+        end += samples
+        scaled_end = round(end * factor)
+        scaled.append((phoneme, scaled_end - start))
+        start = scaled_end
+    return tuple(scaled)
 
 
 def _retime(samples: np.ndarray, factor: float) -> np.ndarray:
@@ -98,7 +141,7 @@ class PiperSynthesizer:
             )
         return path
 
-    def synthesize(self, text: str, voice: VoiceSettings) -> np.ndarray:
+    def synthesize(self, text: str, voice: VoiceSettings) -> Speech:
         piper_voice = self._voice(self.voice_path(voice.model))
         # Pitch: speak slower by r, then play r times faster; pitch moves by r, duration comes back.
         pitch_ratio = 2.0 ** (voice.pitch_semitones / 12.0)
@@ -108,13 +151,15 @@ class PiperSynthesizer:
             length_scale=piper_voice.config.length_scale / speed * pitch_ratio
             + (pitch_ratio - 1.0) * _UNSTRETCHED_SHARE,
         )
-        chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(text, syn_config=config)]
+        chunks = list(piper_voice.synthesize(text, syn_config=config, include_alignments=True))
         if not chunks:
-            return np.zeros(0, dtype=np.int16)
-        audio = np.concatenate(chunks)
+            return Speech(np.zeros(0, dtype=np.int16))
+        spoken = np.concatenate([chunk.audio_float_array for chunk in chunks])
         voice_rate = piper_voice.config.sample_rate
         if pitch_ratio == 1.0:
-            audio = resample(audio, voice_rate, self._sample_rate)
+            audio = resample(spoken, voice_rate, self._sample_rate)
         else:  # one resampling does both the pitch shift and the conversion to the default rate
-            audio = _retime(audio, pitch_ratio * voice_rate / self._sample_rate)
-        return float_to_pcm16(audio).astype(np.int16, copy=False)
+            audio = _retime(spoken, pitch_ratio * voice_rate / self._sample_rate)
+        # scaled by how much the audio really grew, never fitted to it: a wrong alignment stays visible
+        phonemes = _rescaled(_phonemes_of(chunks), audio.size / spoken.size)
+        return Speech(float_to_pcm16(audio).astype(np.int16, copy=False), phonemes)
