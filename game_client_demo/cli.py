@@ -62,6 +62,13 @@ def describe_turn(number: int, result: HeardTurn, npc_name: str, typed: str | No
         ]
         extra = [f"{key} {value:.0f}" for key, value in result.server_timings.items() if key not in TIMING_LABELS]
         lines.append("  server: " + ", ".join(known + extra))
+    if result.visemes:
+        last = result.visemes[-1]
+        names = " ".join(v.name for v in result.visemes[:12])
+        lines.append(
+            f"  visemes: {len(result.visemes)} over {(last.start + last.duration) / result.reply_sample_rate:.2f} s: "
+            f"{names}{' ...' if len(result.visemes) > 12 else ''}"
+        )
     underruns = result.underruns
     lines.append(
         f"  client: voice-to-voice {_ms(result.voice_to_voice_ms)}, transcript {_ms(result.transcript_ms)}, "
@@ -126,7 +133,8 @@ async def talk(args: argparse.Namespace) -> int:
     pcm, rate = mic_audio(args.wav) if args.wav else (np.zeros(0, np.int16), FALLBACK_RATE)
     try:
         session = await TalkSession.open(
-            args.url, args.npc, sample_rate=rate, player=args.player, greeting=args.greeting, timeout_s=args.timeout
+            args.url, args.npc, sample_rate=rate, player=args.player, greeting=args.greeting, visemes=args.visemes,
+            timeout_s=args.timeout,
         )
     except TalkError as exc:
         print(f"could not start a session: {exc}", file=sys.stderr)
@@ -186,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--push-to-talk", action="store_true", help="Send end_of_turn after the WAV instead of trailing silence."
     )
     parser.add_argument("--no-greeting", dest="greeting", action="store_false", help="Ask the NPC not to greet first.")
+    parser.add_argument("--visemes", action="store_true", help="Ask for mouth shapes with the audio and print them.")
     parser.add_argument("--player", help="Player id sent in start.")
     parser.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for each turn to end.")
     return parser

@@ -64,6 +64,13 @@ class Underrun:
 
 
 @dataclass(frozen=True, slots=True)
+class HeardViseme:
+    name: str
+    start: int  # sample of the turn's audio
+    duration: int  # samples
+
+
+@dataclass(frozen=True, slots=True)
 class SessionInfo:
     session: str
     npc_id: str
@@ -94,6 +101,7 @@ class HeardTurn:
     errors: tuple[ServerError, ...]
     close_code: int | None = None  # set when the connection closed during the turn
     timed_out: bool = False
+    visemes: tuple[HeardViseme, ...] = ()  # mouth shapes, when the session asked for them
 
     @property
     def ok(self) -> bool:
@@ -216,6 +224,7 @@ class _TurnCollector:
     errors: list[ServerError] = field(default_factory=list)
     close_code: int | None = None
     timed_out: bool = False
+    visemes: list[HeardViseme] = field(default_factory=list)
 
     def result(self) -> HeardTurn:
         return HeardTurn(
@@ -238,6 +247,7 @@ class _TurnCollector:
             errors=tuple(self.errors),
             close_code=self.close_code,
             timed_out=self.timed_out,
+            visemes=tuple(self.visemes),
         )
 
 
@@ -267,11 +277,13 @@ class TalkSession:
         player: str | None = None,
         context: Mapping[str, Any] | None = None,
         greeting: bool = True,
+        visemes: bool = False,
         timeout_s: float = 10.0,
     ) -> TalkSession:
         """Connect, send `start` and wait for `ready`. Raises TalkError if refused or unreachable.
 
-        With `greeting` the NPC may speak its greeting first, as turn 0 (see `wait_greeting`).
+        With `greeting` the NPC may speak its greeting first, as turn 0 (see `wait_greeting`); with
+        `visemes` each turn's audio comes with its mouth shapes (`HeardTurn.visemes`).
         """
         if sample_rate not in PROTOCOL_SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of {PROTOCOL_SAMPLE_RATES}, got {sample_rate}")
@@ -292,6 +304,8 @@ class TalkSession:
             start["context"] = dict(context)
         if not greeting:
             start["greeting"] = False
+        if visemes:
+            start["visemes"] = True
         try:
             await ws.send(json.dumps(start))
             async with asyncio.timeout(timeout_s):
@@ -542,6 +556,11 @@ class TalkSession:
             if collector.first_reply_text_at is None:
                 collector.first_reply_text_at = now
             collector.reply_parts.append(str(message.get("text", "")))
+        elif kind == "visemes":
+            collector.visemes.extend(
+                HeardViseme(str(v.get("name")), int(v.get("start", 0)), int(v.get("duration", 0)))
+                for v in message.get("visemes") or [] if isinstance(v, dict)
+            )
         elif kind == "audio_end":
             collector.audio_end_at = now
         elif kind == "turn_end":

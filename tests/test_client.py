@@ -53,12 +53,16 @@ class FakeTalkServer:
         session = len(self.audio_bytes)
         self.audio_bytes.append(0)
         replies: set[asyncio.Task[None]] = set()
+        visemes = False
 
         async def reply(number: int, transcript: str) -> None:
             await ws.send(json.dumps({"type": "transcript", "turn": number, "text": transcript, "final": True}))
             for piece in FAKE_REPLY:
                 await ws.send(json.dumps({"type": "reply", "turn": number, "text": piece}))
             await ws.send(json.dumps({"type": "audio_start", "turn": number}))
+            if visemes:
+                shapes = [{"name": "FF", "start": 0, "duration": 5000}, {"name": "oh", "start": 5000, "duration": 6025}]
+                await ws.send(json.dumps({"type": "visemes", "turn": number, "visemes": shapes}))
             for _ in range(5):
                 await ws.send(np.full(REPLY_RATE // 10, 1000, dtype="<i2").tobytes())  # 5 x 100 ms
             await ws.send(json.dumps({"type": "audio_end", "turn": number}))
@@ -102,6 +106,7 @@ class FakeTalkServer:
                     await ws.close(1008, "unknown npc")
                     return
                 rate = message["audio"]["sample_rate"]
+                visemes = message.get("visemes", False)
                 info = {
                     "type": "ready",
                     "session": "s1",
@@ -277,6 +282,18 @@ async def test_cli_streams_a_wav_prints_the_turn_and_saves_the_reply(
     samples, rate = read_wav_mono16(reply)
     assert rate == REPLY_RATE
     assert samples.size >= REPLY_RATE  # greeting + two 0.5 s replies
+
+
+async def test_cli_asks_for_visemes_and_prints_them(
+    fake_talk_server: FakeTalkServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args(
+        ["--text", "Hello", "--npc", "greta_blacksmith", "--url", fake_talk_server.url, "--visemes", "--no-greeting",
+         "--out", str(tmp_path / "reply.wav")]
+    )
+    assert await talk(args) == 0
+    assert fake_talk_server.starts[0]["visemes"] is True
+    assert "visemes: 2 over 0.50 s: FF oh" in capsys.readouterr().out
 
 
 async def test_server_errors_end_or_mark_the_turn_and_the_session_goes_on(fake_talk_server: FakeTalkServer) -> None:
