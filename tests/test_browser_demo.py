@@ -226,6 +226,9 @@ def test_demo_page_talks_with_fake_models(tmp_path: Path, question_wav: Path) ->
         assert page.locator("#timings svg text").filter(has_text="voice to voice (this page)").count() == 1
         assert state["micFramesSent"] > 0
         assert state["site"]["url"].startswith("ws://127.0.0.1:")
+        # lip-sync: the page asked for visemes, and the portrait's mouth took their shapes as the voice played
+        assert state["visemesReceived"] > 0
+        assert len(set(state["mouthShapesShown"]) - {"sil"}) >= 3, state["mouthShapesShown"]
         page.screenshot(path=str(tmp_path / "demo-fake.png"))
 
 
@@ -246,6 +249,7 @@ def test_demo_page_answers_a_spoken_question(tmp_path: Path, question_wav: Path)
         assert {"asr_ms", "voice_to_voice_ms"} <= set(turn["timings"])
         assert page.locator("#dialogue .bubble.player").filter(has_text="sword").count() >= 1
         assert page.locator("#timings svg text").filter(has_text="speech recognition").count() == 1
+        assert len(set(state["mouthShapesShown"]) - {"sil"}) >= 3  # Piper's alignment moves the mouth
         page.screenshot(path=str(tmp_path / "demo.png"))
         if not README_SCREENSHOT.exists() or os.environ.get("NPCSERVER_UPDATE_SCREENSHOT") == "1":
             shutil.copyfile(tmp_path / "demo.png", README_SCREENSHOT)

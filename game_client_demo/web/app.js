@@ -8,6 +8,7 @@
 import { renderTimings } from "./chart.js";
 import { TalkConnection, TRY_AGAIN_LATER } from "./connection.js";
 import { EnergyDetector, MicError, MIC_SAMPLE_RATE, openMicrophone } from "./mic.js";
+import { Mouth } from "./mouth.js";
 import { StreamPlayer } from "./player.js";
 import { chooseSite } from "./sites.js";
 
@@ -42,6 +43,9 @@ Object.defineProperties(demo, {
   // the current session.
   playedSamples: { enumerable: true, get: () => (player ? player.playedSamples : 0) },
   playedSamplesByTurn: { enumerable: true, get: () => ({ ...(player ? player.playedByTurn : {}) }) },
+  // Lip-sync: visemes received (per session) and the mouth shapes the portrait has shown.
+  visemesReceived: { enumerable: true, get: () => (mouth ? [...mouth.byTurn.values()].reduce((n, v) => n + v.length, 0) : 0) },
+  mouthShapesShown: { enumerable: true, get: () => (mouth ? [...mouth.seen] : []) },
 });
 window.npcDemo = demo;
 
@@ -49,6 +53,7 @@ let personas = [];
 let audioContext = null;
 let mic = null;
 let player = null;
+let mouth = null;
 let detector = null;
 let connection = null;
 let greeted = false; // a reconnect does not make the NPC greet again
@@ -72,6 +77,8 @@ function forgetTurns() {
   audioDone.clear();
   bubbles.clear(); // the old bubbles stay on screen; new turns get new ones
   if (player) player.playedByTurn = {};
+  if (player) player.queuedByTurn = {};
+  if (mouth) mouth.forget();
   for (const byTurn of [speechEndByTurn, v2vByTurn]) for (const key of Object.keys(byTurn)) delete byTurn[key];
 }
 
@@ -172,7 +179,7 @@ function showCard(persona) {
   $("npc-name").textContent = persona ? persona.name : "Pick a character";
   $("npc-role").textContent = persona ? persona.role || "" : "";
   $("npc-description").textContent = persona ? persona.description || "" : "";
-  $("portrait").textContent = persona ? persona.name.trim().charAt(0).toUpperCase() : "?";
+  $("portrait-initial").textContent = persona ? persona.name.trim().charAt(0).toUpperCase() : "?";
 }
 
 function showSite(site) {
@@ -270,6 +277,7 @@ async function prepareAudio() {
     audioContext = new AudioContext({ latencyHint: "interactive" });
     player = new StreamPlayer(audioContext);
     player.onIdle = onPlaybackIdle;
+    mouth = new Mouth($("mouth"), player);
   }
   if (audioContext.state === "suspended") {
     audioContext.resume().catch(() => {});
@@ -401,6 +409,7 @@ function connect(url) {
       npc: demo.npc.id,
       audio: { encoding: "pcm_s16le", sample_rate: MIC_SAMPLE_RATE },
       greeting: !greeted,
+      visemes: true,
     },
     onOpen: () => logEvent(`connected to ${url}`),
     onMessage,
@@ -459,6 +468,9 @@ function onMessage(message) {
     }
     case "audio_start":
       audioTurn = message.turn;
+      break;
+    case "visemes":
+      if (message.turn > mutedTurn) mouth.add(message.turn, message.visemes);
       break;
     case "audio_end":
       audioDone.add(message.turn);

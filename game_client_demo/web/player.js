@@ -9,9 +9,10 @@ export class StreamPlayer {
     this.context = audioContext;
     this.sampleRate = 22050;
     this.nextTime = 0;
-    this.active = new Set(); // {source, startAt, length, turn}
+    this.active = new Set(); // {source, startAt, length, turn, firstSample}
     this.playedSamples = 0; // samples that have actually played, at the stream's rate
     this.playedByTurn = {};
+    this.queuedByTurn = {}; // samples of each turn handed to push(): where its next chunk starts
     this.onIdle = null; // called when the last scheduled chunk has finished
   }
 
@@ -35,11 +36,23 @@ export class StreamPlayer {
     source.connect(this.context.destination);
     const now = this.context.currentTime;
     const startAt = this.nextTime > now ? this.nextTime : now + START_LEAD_S;
-    const entry = { source, startAt, length: samples.length, turn };
+    const firstSample = this.queuedByTurn[turn] || 0;
+    this.queuedByTurn[turn] = firstSample + samples.length;
+    const entry = { source, startAt, length: samples.length, turn, firstSample };
     source.onended = () => this.finished(entry, samples.length);
     source.start(startAt);
     this.nextTime = startAt + samples.length / this.sampleRate;
     this.active.add(entry);
+  }
+
+  /** What is playing now: the turn and the sample of that turn's audio, or null in silence. */
+  position() {
+    const now = this.context.currentTime;
+    for (const entry of this.active) {
+      const offset = Math.floor((now - entry.startAt) * this.sampleRate);
+      if (offset >= 0 && offset < entry.length) return { turn: entry.turn, sample: entry.firstSample + offset };
+    }
+    return null;
   }
 
   finished(entry, played) {
