@@ -6,11 +6,13 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import Conversation, silence
 from tests.realserver import real_server, recorded_question, rms
+from tests.test_visemes import assert_visemes_cover_the_audio, clause_visemes
 
 pytestmark = pytest.mark.real
 
@@ -89,3 +91,23 @@ async def test_a_question_about_a_persona_fact_is_answered_with_that_fact(server
     reply, end, talk = await typed_turn(server_url, "bram_innkeeper", "What would a bed for tonight set me back?")
     assert "3 silver" in reply and "gold" not in reply.lower()
     assert rms(bytes(talk.audio[1])) > 0.01 and "knowledge_ms" in end["timings"]
+
+
+async def test_piper_alignment_drives_the_visemes_of_every_clause(server_url: str) -> None:
+    async with connect(server_url) as ws:
+        talk = Conversation(ws)
+        await talk.start(npc="rolf_guard", visemes=True, greeting=True)  # rolf's voice is pitched and slowed
+        await talk.until("turn_end", turn=0, timeout=60)
+        await talk.send_json(type="text", text="What are you guarding here?")
+        await talk.until("turn_end", turn=1, timeout=60)
+    for turn in (0, 1):
+        assert_visemes_cover_the_audio(talk, turn)  # each clause's shapes first, back to back over all its audio
+    audio = np.frombuffer(bytes(talk.audio[1]), dtype="<i2").astype(np.float64)
+    shapes = [v for _, visemes in clause_visemes(talk, 1) for v in visemes]
+    loud = {
+        silent: np.sqrt(np.mean(np.concatenate(
+            [audio[v["start"] : v["start"] + v["duration"]] for v in shapes if (v["name"] == "sil") == silent]
+        ) ** 2))
+        for silent in (True, False)
+    }
+    assert loud[False] > 3 * loud[True]  # the mouth moves where the voice is, and rests in its pauses
