@@ -31,6 +31,7 @@ from npcserver.models import EMBEDDED_VOICE, resolve_piper_voice
 SCHEMA_FILE_NAME = "persona.schema.json"
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 CONTEXT_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+EMOTE_PATTERN = r"^[a-z]+(?:_[a-z]+){0,3}$"  # words joined by _, as the game's animation is named
 VALUE_PLACEHOLDER = "{value}"
 
 VoiceResolver = Callable[[str, Path], "Path | None"]
@@ -47,6 +48,7 @@ def _text(max_length: int, description: str, *examples: str) -> Any:
 Line = Annotated[str, Field(min_length=1, max_length=300)]
 Filler = Annotated[str, Field(min_length=1, max_length=60)]
 ContextKeyName = Annotated[str, Field(pattern=CONTEXT_KEY_PATTERN)]
+EmoteName = Annotated[str, Field(max_length=40, pattern=EMOTE_PATTERN)]
 ContextPhrase = Annotated[str, Field(min_length=1, max_length=120, pattern=r"\{value\}")]
 
 
@@ -228,6 +230,12 @@ class PersonaSpec(_Table):
         description="Spoken when a session starts. Leave out for none.",
         examples=["Mind the sparks. What do you need?"],
     )
+    emotes: list[EmoteName] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Gestures and moods the NPC's rig can play. A stage direction in a reply that names one (*smiles*, (bows), [shakes head] for shake_head) is sent to the game as an emote and never spoken; other stage directions are dropped.",
+        examples=[["smile", "bow", "nod", "shake_head"]],
+    )
     knowledge: KnowledgeSpec = Field(default_factory=KnowledgeSpec, description=KnowledgeSpec.__doc__)
     example_lines: list[ExampleLineSpec] = Field(
         min_length=1,
@@ -307,6 +315,7 @@ class Persona:
     voice: VoiceSettings
     latency_budget_ms: int
     fillers: tuple[str, ...]
+    emotes: tuple[str, ...] = ()
     context_keys: tuple[ContextKey, ...] = ()
     tests: tuple[PersonaTest, ...] = ()
     source: Path | None = field(default=None, compare=False)
@@ -470,6 +479,7 @@ def _to_persona(spec: PersonaSpec, file: Path, version: str, default_voice: str)
         ),
         latency_budget_ms=spec.latency.budget_ms,
         fillers=tuple(f.strip() for f in spec.latency.fillers),
+        emotes=tuple(spec.emotes),
         context_keys=tuple(ContextKey(k, v) for k, v in spec.context_keys.items()),
         tests=tuple(PersonaTest(t.player.strip(), tuple(t.must_say), tuple(t.must_not_say)) for t in spec.tests),
         source=file,
@@ -831,6 +841,14 @@ def _pattern_problem(file: Path, loc: tuple[Any, ...], line: int | None, value: 
             f'"{loc[-1]}" was read as a context key because it comes after the [context_keys] header.',
             "It is a top-level field: move it above the first [table] header in the file.",
         )
+    if loc and loc[0] == "emotes":
+        return PersonaProblem(
+            file,
+            name,
+            line,
+            f"{_describe_value(value)} is not an emote name.",
+            'Use lowercase words joined by _ (at most four), as the game names the animation, e.g. "smile" or "shake_head".',
+        )
     if loc and loc[0] == "context_keys":
         return PersonaProblem(
             file,
@@ -934,6 +952,20 @@ def _cross_field_problems(
             )
 
     problems.extend(_test_pattern_problems(file, raw, lines))
+
+    emotes = raw.get("emotes")
+    if isinstance(emotes, list):
+        for index, emote in enumerate(emotes):
+            if isinstance(emote, str) and emote in emotes[:index]:
+                problems.append(
+                    PersonaProblem(
+                        file,
+                        _field_name(("emotes", index)),
+                        lines.line_for(("emotes", index)),
+                        f'"{emote}" is listed twice.',
+                        "List each emote once.",
+                    )
+                )
 
     knowledge = raw.get("knowledge")
     if (

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -23,11 +23,12 @@ import numpy as np
 
 from npcserver.backends import Backends
 from npcserver.backends.base import ChatMessage, GenerationOptions, Speech, Transcript, VoiceSettings
+from npcserver.emotes import emotes_named
 from npcserver.grounding import ReplyCheck
 from npcserver.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
 from npcserver.personas import Persona
 from npcserver.phrase_cache import PhraseAudioCache
-from npcserver.protocol import AudioEnd, AudioStart, Reply, ServerMessage, TranscriptMessage, Visemes
+from npcserver.protocol import AudioEnd, AudioStart, Emote, Reply, ServerMessage, TranscriptMessage, Visemes
 from npcserver.scheduling import DeadlineExecutor
 from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
 from npcserver.visemes import visemes_of
@@ -292,6 +293,26 @@ class TurnResult:
         return self.reply_text[start:].strip() if start >= 0 else self.reply_text.strip()
 
 
+@dataclass(frozen=True, slots=True)
+class EmoteCue:
+    """A declared emote a clause's stage direction named: it travels with the clauses, just before its
+    clause, so it is sent where that clause's audio starts."""
+
+    name: str
+
+
+Clause = str | EmoteCue
+
+
+def _with_emote_cues(clauses: list[str], declared: tuple[str, ...]) -> list[Clause]:
+    """Each clause preceded by the emotes its stage directions name (the directions are never spoken)."""
+    items: list[Clause] = []
+    for clause in clauses:
+        items.extend(EmoteCue(name) for name in emotes_named(clause, declared))
+        items.append(clause)
+    return items
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 1)
 
@@ -378,6 +399,11 @@ class TurnOutput:
             self.samples_sent += pcm.size
         return True
 
+    async def emote(self, name: str) -> None:
+        """The NPC's gesture, timed where the next piece of speech will start."""
+        async with self._audio_lock:
+            await self.send(Emote(self.turn, name, at_sample=self.samples_sent))
+
     async def end_audio(self) -> None:
         async with self._audio_lock:
             if self.audio_started:
@@ -417,7 +443,7 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
             return
         result.check = ReplyCheck(request.persona, lookup, result.player_text, request.context_text)
 
-    clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
+    clauses: asyncio.Queue[Clause | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
     async with asyncio.TaskGroup() as group:
         group.create_task(_write_reply(runner, request, out, result, clauses))
         group.create_task(_speak_clauses(runner, request, out, result, clauses))
@@ -429,11 +455,15 @@ async def _say(runner: ModelRunner, request: TurnRequest, out: TurnOutput, resul
     result.reply_text = text
     await out.send(Reply(out.turn, text))
     splitter = ClauseSplitter()
-    clauses: asyncio.Queue[str | None] = asyncio.Queue()
-    for clause in [*splitter.push(text), *splitter.flush(), None]:
+    clauses: asyncio.Queue[Clause | None] = asyncio.Queue()
+    for clause in [*_with_emote_cues([*splitter.push(text), *splitter.flush()], _emotes_of(request)), None]:
         clauses.put_nowait(clause)
     await _speak_clauses(runner, request, out, result, clauses)
     await out.end_audio()
+
+
+def _emotes_of(request: TurnRequest) -> tuple[str, ...]:
+    return request.persona.emotes if request.persona is not None else ()
 
 
 async def _write_reply(
@@ -441,13 +471,14 @@ async def _write_reply(
     request: TurnRequest,
     out: TurnOutput,
     result: TurnResult,
-    clauses: asyncio.Queue[str | None],
+    clauses: asyncio.Queue[Clause | None],
 ) -> None:
     # a one-word opener ("Aye," "Well,") is already sayable: the player hears the NPC a few tokens sooner
     splitter = ClauseSplitter(
         first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS, early_first_chunk=request.early_first_clause
     )
     limiter = ReplyLimiter(request.max_reply_words)
+    emotes = _emotes_of(request)
     check = result.check
     lookup = check.lookup if check is not None else NOTHING_FOUND
     lead = check.lead() if check is not None and request.fact_first else None
@@ -471,12 +502,13 @@ async def _write_reply(
                 if "llm_first_token_ms" not in result.timings:
                     result.timings["llm_first_token_ms"] = _ms(time.perf_counter() - llm_started)
                 kept, done = limiter.accept(piece)
-                stopped = await _pass_on(kept, out, result, splitter.push(kept), clauses)
+                stopped = await _pass_on(kept, out, result, _with_emote_cues(splitter.push(kept), emotes), clauses)
                 if done or stopped:
                     break
         if not stopped:
             rest = limiter.flush()
-            await _pass_on(rest, out, result, [*splitter.push(rest), *splitter.flush()], clauses)
+            cut = _with_emote_cues([*splitter.push(rest), *splitter.flush()], emotes)
+            await _pass_on(rest, out, result, cut, clauses)
         if check is not None:
             await _pass_on("", out, result, [], clauses, check.finish())
     finally:
@@ -491,16 +523,17 @@ async def _pass_on(
     kept: str,
     out: TurnOutput,
     result: TurnResult,
-    cut: list[str],
-    clauses: asyncio.Queue[str | None],
+    cut: Sequence[Clause],
+    clauses: asyncio.Queue[Clause | None],
     extra: list[str] | None = None,
 ) -> bool:
     """Reply text the limiter let through goes on to the client and to TTS clause by clause; True
     when the grounding check stopped the reply.
 
-    `cut` holds the clauses `kept` completed. Without a check (`result.check` None) the text goes to
-    the client as it comes; with one, each clause is checked first and only what it lets through (or
-    says instead) is sent, a clause at a time.
+    `cut` holds the clauses `kept` completed, each after its emote cues. Without a check
+    (`result.check` None) the text goes to the client as it comes; with one, each clause is checked
+    first and only what it lets through (or says instead) is sent, a clause at a time; an emote
+    cue passes unchecked.
     """
     check = result.check
     if check is None:
@@ -511,13 +544,19 @@ async def _pass_on(
             await clauses.put(clause)
         return False
     stop = False
-    spoken = list(extra or [])  # said by the check itself (the fact), not passed through it
+    spoken: list[Clause] = list(extra or [])  # said by the check itself (the fact), not passed through it
     for clause in cut:
+        if isinstance(clause, EmoteCue):
+            spoken.append(clause)
+            continue
         accepted, stop = check.accept(clause)
         spoken.extend(accepted)
         if stop:
             break
     for clause in spoken:
+        if isinstance(clause, EmoteCue):
+            await clauses.put(clause)
+            continue
         clause = clean_for_speech(clause)  # the text shown is what is said: no "*smiles*", labels or emoji
         if not clause:
             continue
@@ -529,10 +568,14 @@ async def _pass_on(
 
 
 async def _speak_clauses(
-    runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, clauses: asyncio.Queue[str | None]
+    runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult,
+    clauses: asyncio.Queue[Clause | None],
 ) -> None:
     audio_runs_out: float | None = None  # when the audio sent so far will have played at the client
     while (clause := await clauses.get()) is not None:
+        if isinstance(clause, EmoteCue):
+            await out.emote(clause.name)
+            continue
         sayable = clean_for_speech(clause)
         if not sayable:
             continue

@@ -166,6 +166,16 @@ class Visemes:
 
 
 @dataclass(frozen=True, slots=True)
+class Emote:
+    """A gesture or mood the persona declared, to play from `at_sample` of the turn's audio on."""
+
+    type: ClassVar[str] = "emote"
+    turn: int
+    name: str
+    at_sample: int
+
+
+@dataclass(frozen=True, slots=True)
 class AudioEnd:
     type: ClassVar[str] = "audio_end"
     turn: int
@@ -192,11 +202,12 @@ class Error:
     retry_url: str | None = None  # where to reconnect when this node is full or draining
 
 
-ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | Visemes | AudioEnd | TurnEnd | Error
+ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | Visemes | Emote | AudioEnd | TurnEnd | Error
 
 CLIENT_TYPES: dict[str, type] = {cls.type: cls for cls in (Start, EndOfTurn, Text, Interrupt, Context)}
 SERVER_TYPES: dict[str, type] = {
-    cls.type: cls for cls in (Ready, TranscriptMessage, Reply, AudioStart, Visemes, AudioEnd, TurnEnd, Error)
+    cls.type: cls
+    for cls in (Ready, TranscriptMessage, Reply, AudioStart, Visemes, Emote, AudioEnd, TurnEnd, Error)
 }
 
 # --------------------------------------------------------------------------- parsing

@@ -350,6 +350,18 @@ def _drop_pictographs(text: str) -> str:
     return "".join(kept)
 
 
+def stage_directions(text: str) -> list[str]:
+    """The stage directions in reply text (*smiles*, (laughs), [sighs]), without their marks, in order:
+    what clean_for_speech() removes as directions (**bold** and [links](...) are not directions)."""
+    text = _MD_BOLD.sub(r"\2", _MD_LINK.sub(r"\1", unicodedata.normalize("NFC", text)))
+    found = [
+        (match.start(), match.group()[1:-1].strip())
+        for pattern in (_ASTERISK_DIRECTION, _PAREN_DIRECTION, _BRACKET_DIRECTION)
+        for match in pattern.finditer(text)
+    ]
+    return [inner for _, inner in sorted(found) if inner]
+
+
 def clean_for_speech(text: str) -> str:
     """What TTS should say for a piece of reply text; "" when nothing sayable is left.
 

@@ -25,6 +25,7 @@ SERVER_MESSAGES = [
     p.Reply(1, " Well met."),
     p.AudioStart(1),
     p.Visemes(1, (p.Viseme("sil", 0, 768), p.Viseme("PP", 768, 1024))),
+    p.Emote(1, "smile", at_sample=22050),
     p.AudioEnd(1),
     p.TurnEnd(1, False, {"asr_ms": 120.5, "voice_to_voice_ms": 480.0}),
     p.Error("unknown_npc", "no such npc"),
