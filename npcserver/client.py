@@ -71,6 +71,12 @@ class HeardViseme:
 
 
 @dataclass(frozen=True, slots=True)
+class HeardEmote:
+    name: str
+    at_sample: int  # sample of the turn's audio
+
+
+@dataclass(frozen=True, slots=True)
 class SessionInfo:
     session: str
     npc_id: str
@@ -102,6 +108,7 @@ class HeardTurn:
     close_code: int | None = None  # set when the connection closed during the turn
     timed_out: bool = False
     visemes: tuple[HeardViseme, ...] = ()  # mouth shapes, when the session asked for them
+    emotes: tuple[HeardEmote, ...] = ()  # gestures the NPC's persona declared
 
     @property
     def ok(self) -> bool:
@@ -225,6 +232,7 @@ class _TurnCollector:
     close_code: int | None = None
     timed_out: bool = False
     visemes: list[HeardViseme] = field(default_factory=list)
+    emotes: list[HeardEmote] = field(default_factory=list)
 
     def result(self) -> HeardTurn:
         return HeardTurn(
@@ -248,6 +256,7 @@ class _TurnCollector:
             close_code=self.close_code,
             timed_out=self.timed_out,
             visemes=tuple(self.visemes),
+            emotes=tuple(self.emotes),
         )
 
 
@@ -561,6 +570,8 @@ class TalkSession:
                 HeardViseme(str(v.get("name")), int(v.get("start", 0)), int(v.get("duration", 0)))
                 for v in message.get("visemes") or [] if isinstance(v, dict)
             )
+        elif kind == "emote":
+            collector.emotes.append(HeardEmote(str(message.get("name")), int(message.get("at_sample", 0))))
         elif kind == "audio_end":
             collector.audio_end_at = now
         elif kind == "turn_end":

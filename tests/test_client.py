@@ -60,6 +60,7 @@ class FakeTalkServer:
             for piece in FAKE_REPLY:
                 await ws.send(json.dumps({"type": "reply", "turn": number, "text": piece}))
             await ws.send(json.dumps({"type": "audio_start", "turn": number}))
+            await ws.send(json.dumps({"type": "emote", "turn": number, "name": "nod", "at_sample": 0}))
             if visemes:
                 shapes = [{"name": "FF", "start": 0, "duration": 5000}, {"name": "oh", "start": 5000, "duration": 6025}]
                 await ws.send(json.dumps({"type": "visemes", "turn": number, "visemes": shapes}))
@@ -293,7 +294,8 @@ async def test_cli_asks_for_visemes_and_prints_them(
     )
     assert await talk(args) == 0
     assert fake_talk_server.starts[0]["visemes"] is True
-    assert "visemes: 2 over 0.50 s: FF oh" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "visemes: 2 over 0.50 s: FF oh" in out and "emote:  nod at 0.00 s" in out
 
 
 async def test_server_errors_end_or_mark_the_turn_and_the_session_goes_on(fake_talk_server: FakeTalkServer) -> None:

@@ -469,6 +469,9 @@ function onMessage(message) {
     case "audio_start":
       audioTurn = message.turn;
       break;
+    case "emote":
+      logEvent(`emote: ${message.name}`);
+      break;
     case "visemes":
       if (message.turn > mutedTurn) mouth.add(message.turn, message.visemes);
       break;
