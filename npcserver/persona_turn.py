@@ -27,6 +27,7 @@ def persona_turn_request(
     fact_first: bool = True,
     audio: np.ndarray | None = None,
     text: str | None = None,
+    scripted_line: str | None = None,
     resume_text: str | None = None,
 ) -> TurnRequest:
     shown = remembered(history, persona.history_turns)
@@ -40,6 +41,7 @@ def persona_turn_request(
         early_first_clause=early_first_clause,
         audio=audio,
         text=text,
+        scripted_line=scripted_line,
         resume_text=resume_text,
         # a 135M model does not reliably keep off forbidden topics: the designer's deflection answers them
         fixed_reply=lambda player_text: deflection_for(persona, player_text),

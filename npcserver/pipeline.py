@@ -28,6 +28,7 @@ from npcserver.grounding import ReplyCheck
 from npcserver.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
 from npcserver.personas import Persona
 from npcserver.phrase_cache import PhraseAudioCache
+from npcserver.prompt import NOTHING_SAID
 from npcserver.protocol import AudioEnd, AudioStart, Emote, Reply, ServerMessage, TranscriptMessage, Visemes
 from npcserver.scheduling import DeadlineExecutor
 from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
@@ -268,6 +269,7 @@ class TurnRequest:
     early_first_clause: bool = True  # cut the first clause at a comma once sayable, not only at a sentence end
     audio: np.ndarray | None = None  # the utterance at 16 kHz, or None for a typed line
     text: str | None = None
+    scripted_line: str | None = None  # the game's own line (a "say"): spoken as the reply, no ASR or LLM
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
     fixed_reply: Callable[[str], str | None] | None = None  # player text -> a line to say instead of asking the LLM
     fact_first: bool = True  # a line that asks for a fact hears it at once; the model goes on from it
@@ -414,6 +416,10 @@ class TurnOutput:
 async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult) -> None:
     """Run one turn, filling `result` as it goes (so a cancelled turn still tells what was said)."""
     timings = result.timings
+    if request.scripted_line is not None:
+        result.player_text = NOTHING_SAID  # the history shows a turn in which the player said nothing
+        await _say(runner, request, out, result, request.scripted_line)
+        return
     if request.audio is not None:
         asr_started = time.perf_counter()
         transcript = await runner.transcribe(request.audio)

@@ -28,6 +28,7 @@ from npcserver.personas import Persona
 MAX_PLAYER_CHARS = 300
 MAX_HISTORY_CHARS = 400
 MAX_CONTEXT_VALUE_CHARS = 80
+NOTHING_SAID = "..."  # the player's line of a turn in which the player said nothing
 
 # Role and turn markers of common chat templates (ChatML, Llama, Gemma, Mistral): a player who types
 # them must not be able to open a new system turn.
@@ -138,13 +139,18 @@ def build_messages(
         if player and npc:  # a greeting (no player line) would break the user/assistant alternation
             messages.append(ChatMessage("user", player))
             messages.append(ChatMessage("assistant", npc))
-    line = clean_text(player_text, MAX_PLAYER_CHARS) or "..."
+    line = clean_text(player_text, MAX_PLAYER_CHARS) or NOTHING_SAID
     note = context_note(persona, context)
     text = f"[{note}]\n{line}" if note else line
     if facts:
         text += "\n" + fact_note(persona, facts)
     messages.append(ChatMessage("user", text))
     return messages
+
+
+def event_line(event: str) -> str:
+    """What the model reads for a game event, in place of the player's line: quoted data, like context."""
+    return f"[Just now: {quote_value(event, MAX_PLAYER_CHARS)}]"
 
 
 def fact_note(persona: Persona, facts: Sequence[str]) -> str:

@@ -38,6 +38,7 @@ class ErrorCode:
     DRAINING = "draining"  # the node is shutting down (close 1012)
     RATE_LIMITED = "rate_limited"  # the client sends faster than allowed
     IDLE_TIMEOUT = "idle_timeout"  # nothing received for too long (close 1000)
+    NPC_BUSY = "npc_busy"  # an "event" while the NPC is answering or the player is talking: not reacted to
 
 
 class CloseCode:
@@ -101,6 +102,22 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class Say:
+    """A designer's line for the NPC to say as it is, as its own turn."""
+
+    type: ClassVar[str] = "say"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something happened in the game ("The player drew a sword."): the NPC reacts in character."""
+
+    type: ClassVar[str] = "event"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupt:
     type: ClassVar[str] = "interrupt"
 
@@ -113,7 +130,7 @@ class Context:
     context: dict[str, Any]
 
 
-ClientMessage = Start | EndOfTurn | Text | Interrupt | Context
+ClientMessage = Start | EndOfTurn | Text | Say | Event | Interrupt | Context
 
 # --------------------------------------------------------------------------- server -> client
 
@@ -204,7 +221,7 @@ class Error:
 
 ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | Visemes | Emote | AudioEnd | TurnEnd | Error
 
-CLIENT_TYPES: dict[str, type] = {cls.type: cls for cls in (Start, EndOfTurn, Text, Interrupt, Context)}
+CLIENT_TYPES: dict[str, type] = {cls.type: cls for cls in (Start, EndOfTurn, Text, Say, Event, Interrupt, Context)}
 SERVER_TYPES: dict[str, type] = {
     cls.type: cls
     for cls in (Ready, TranscriptMessage, Reply, AudioStart, Visemes, Emote, AudioEnd, TurnEnd, Error)
@@ -281,6 +298,10 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         return EndOfTurn()
     if kind == "text":
         return Text(text=_field(data, "text", "text", str))
+    if kind == "say":
+        return Say(text=_field(data, "say", "text", str))
+    if kind == "event":
+        return Event(text=_field(data, "event", "text", str))
     if kind == "interrupt":
         return Interrupt()
     if kind == "context":

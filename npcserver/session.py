@@ -29,10 +29,10 @@ from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
 from npcserver.endpoint import Endpointer, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
-from npcserver.limits import context_refusal
+from npcserver.limits import TokenBucket, context_refusal
 from npcserver.persona_turn import persona_turn_request
 from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn
-from npcserver.prompt import build_messages, persona_prefix
+from npcserver.prompt import build_messages, event_line, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
     CloseCode,
@@ -40,11 +40,13 @@ from npcserver.protocol import (
     EndOfTurn,
     Error,
     ErrorCode,
+    Event,
     Interrupt,
     NpcInfo,
     ProtocolError,
     Ready,
     Reply,
+    Say,
     Start,
     Text,
     TurnEnd,
@@ -174,6 +176,9 @@ class Session:
         self._remembered_turn: int | None = None  # whose exchange is the last of the history
         self._forgotten_turn: int | None = None  # replaced by a continuation: never remembered
         self._scoring: set[asyncio.Task[None]] = set()  # turn detector calls in flight
+        # say and event: lines the game sends, each a turn (an event a model turn): budgeted per session
+        per_minute = self.settings.game_lines_per_minute
+        self._game_lines = TokenBucket(per_minute / 60.0, self.settings.game_line_burst) if per_minute > 0 else None
 
     # ------------------------------------------------------------------ inbound
 
@@ -205,6 +210,12 @@ class Session:
             if not message.text.strip():
                 raise ProtocolError(ErrorCode.INVALID_VALUE, "text: \"text\" must not be empty")
             await self._run(self._core().on_text(message.text))
+        elif isinstance(message, Say):
+            self._accept_game_line(message)
+            await self._run(self._core().on_text(message.text.strip(), scripted=True))
+        elif isinstance(message, Event):
+            self._accept_game_line(message, reacting=True)
+            await self._run(self._core().on_text(event_line(message.text.strip())))
         elif isinstance(message, EndOfTurn):
             await self._run(self._core().on_end_of_turn())
         elif isinstance(message, Interrupt):
@@ -212,6 +223,23 @@ class Session:
         elif isinstance(message, Context):
             self._check_context(message.context)
             self.context.update(message.context)
+
+    def _accept_game_line(self, message: Say | Event, reacting: bool = False) -> None:
+        """Refuse a say or event beyond its limits (ProtocolError); an event also while the NPC is
+        answering or the player is talking: it never cuts either off."""
+        limit = self.settings.max_game_line_chars
+        if len(message.text) > limit:
+            raise ProtocolError(ErrorCode.TEXT_TOO_LONG, f"{message.type}: text is {len(message.text)} characters; the limit is {limit}")
+        if not message.text.strip():
+            raise ProtocolError(ErrorCode.INVALID_VALUE, f"{message.type}: \"text\" must not be empty")
+        if reacting and (
+            (self._active is not None and self._active.running) or self._speculative is not None
+            or self._core().player_speaking
+        ):
+            raise ProtocolError(ErrorCode.NPC_BUSY, "event: the NPC is answering or the player is talking; send it again later")
+        if self._game_lines is not None and not self._game_lines.take():
+            per_minute = self.settings.game_lines_per_minute
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"{message.type}: more than {per_minute:g} say/event messages a minute; this one was dropped")
 
     async def _start(self, message: Start) -> None:
         if self.state is not SessionState.AWAITING_START:
@@ -289,7 +317,9 @@ class Session:
                 await self._commit(speculative, speech_end, timings)
             elif isinstance(command, StartTurn):
                 self._forget(command.replaces)
-                if command.ended is None:
+                if command.scripted:
+                    await self._begin_turn(command.turn, scripted_line=command.text, started_at=time.perf_counter())
+                elif command.ended is None:
                     await self._begin_turn(command.turn, text=command.text, started_at=time.perf_counter())
                 else:
                     speech_end, timings = self._endpoint_timings(command.ended)
@@ -359,7 +389,8 @@ class Session:
         return Turn(number, out, result)
 
     def _request(
-        self, number: int, audio: np.ndarray | None = None, text: str | None = None, resume: bool = False
+        self, number: int, audio: np.ndarray | None = None, text: str | None = None, resume: bool = False,
+        scripted_line: str | None = None,
     ) -> TurnRequest:
         return persona_turn_request(
             self._persona(),
@@ -371,6 +402,7 @@ class Session:
             fact_first=self.settings.fact_first,
             audio=audio,
             text=text,
+            scripted_line=scripted_line,
             resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and resume else None,
         )
 
@@ -380,15 +412,16 @@ class Session:
 
     async def _begin_turn(
         self, number: int, *, started_at: float, audio: np.ndarray | None = None, text: str | None = None,
-        timings: dict[str, float] | None = None, resume: bool = False,
+        scripted_line: str | None = None, timings: dict[str, float] | None = None, resume: bool = False,
     ) -> None:
         await self._drop_speculation()
         await self.interrupt()  # a new player turn always cuts the NPC's previous one
         self.turn = number
         turn = self._new_turn(number, started_at, timings)
-        self._launch(turn, self._run_turn(turn, self._request(number, audio, text, resume)))
+        self._launch(turn, self._run_turn(turn, self._request(number, audio, text, resume, scripted_line)))
         self._cut_off = None
-        self._start_filler_timer(turn)
+        if scripted_line is None:  # a scripted line needs no model: nothing to fill a wait with
+            self._start_filler_timer(turn)
 
     def _speculate(self, command: StartSpeculation) -> None:
         """Start the turn now, output held, in case this pause is the end of the player's turn."""

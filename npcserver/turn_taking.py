@@ -76,6 +76,7 @@ class StartTurn:
     ended: TurnEnded | None = None
     resume: bool = False
     replaces: int | None = None
+    scripted: bool = False  # `text` is the game's own line for the NPC to say (a "say"), not the player's
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,15 +202,15 @@ class TurnTaking:
             self._turn_ended(ended, commands)
         return commands
 
-    def on_text(self, text: str) -> list[Command]:
-        """A typed line is a turn of its own, at once."""
+    def on_text(self, text: str, *, scripted: bool = False) -> list[Command]:
+        """A typed line is a turn of its own, at once; so is a line the game has the NPC say (`scripted`)."""
         commands: list[Command] = []
         self._drop_speculation(commands)
         self._stop_npc(commands)
         self._last_voice_turn = self._continuing = None
         self._cut_off = False
         self.turn += 1
-        commands.append(StartTurn(self.turn, text=text))
+        commands.append(StartTurn(self.turn, text=text, scripted=scripted))
         self.npc_turn = self.turn
         return commands
 
@@ -231,6 +232,10 @@ class TurnTaking:
         if self._pause is not None and self._pause.at_sample == at_sample:
             self._pause.score = probability
             self._apply_pause_rule()
+
+    @property
+    def player_speaking(self) -> bool:
+        return self._speech_started_at is not None
 
     def on_npc_turn_started(self, turn: int) -> None:
         """An NPC turn the player hears has begun (a greeting, a typed line's or a voice turn's reply)."""

@@ -111,3 +111,17 @@ async def test_piper_alignment_drives_the_visemes_of_every_clause(server_url: st
         for silent in (True, False)
     }
     assert loud[False] > 3 * loud[True]  # the mouth moves where the voice is, and rests in its pauses
+
+
+async def test_a_game_event_gets_a_spoken_reaction_and_a_scripted_line_is_said_as_written(server_url: str) -> None:
+    async with connect(server_url) as ws:
+        talk = Conversation(ws)
+        await talk.start(npc="rolf_guard")
+        await talk.send_json(type="event", text="The player drew a sword.")
+        reacted = await talk.until("turn_end", turn=1, timeout=60)
+        await talk.send_json(type="say", text="Halt! The gate is closed after dark.")
+        await talk.until("turn_end", turn=2, timeout=60)
+    reaction = "".join(m["text"] for m in talk.messages if m["type"] == "reply" and m["turn"] == 1).strip()
+    assert reaction and rms(bytes(talk.audio[1])) > 0.01 and reacted["interrupted"] is False
+    said = "".join(m["text"] for m in talk.messages if m["type"] == "reply" and m["turn"] == 2)
+    assert said == "Halt! The gate is closed after dark." and rms(bytes(talk.audio[2])) > 0.01

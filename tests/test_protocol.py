@@ -14,6 +14,8 @@ CLIENT_MESSAGES = [
             context={"time_of_day": "night", "quest": {"sword": True}}, greeting=False, push_to_talk=True, visemes=True),
     p.EndOfTurn(),
     p.Text(text="Hello there, smith."),
+    p.Say(text="*bows* Welcome to Millbrook, traveller."),
+    p.Event(text="The player drew a sword."),
     p.Interrupt(),
     p.Context(context={"location": "forge"}),
 ]
@@ -79,6 +81,10 @@ def test_start_defaults_to_16k_pcm_and_ignores_unknown_fields() -> None:
         ('{"type": "start", "npc": "a", "visemes": 1}', p.ErrorCode.WRONG_TYPE),
         ('{"type": "text"}', p.ErrorCode.MISSING_FIELD),
         ('{"type": "text", "text": 5}', p.ErrorCode.WRONG_TYPE),
+        ('{"type": "say"}', p.ErrorCode.MISSING_FIELD),
+        ('{"type": "say", "text": ["Hi"]}', p.ErrorCode.WRONG_TYPE),
+        ('{"type": "event", "text": null}', p.ErrorCode.WRONG_TYPE),
+        ('{"type": "event", "text": {"what": "sword"}}', p.ErrorCode.WRONG_TYPE),
         ('{"type": "context", "context": []}', p.ErrorCode.WRONG_TYPE),
     ],
 )
