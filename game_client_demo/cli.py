@@ -3,6 +3,7 @@
     python -m game_client_demo.cli --wav question.wav --npc greta_blacksmith [--out reply.wav]
     python -m game_client_demo.cli --text "How much for a sword?" --npc greta_blacksmith
     python -m game_client_demo.cli --mic --npc greta_blacksmith        (needs: pip install sounddevice)
+    python -m game_client_demo.cli --event "The player drew a sword." --npc rolf_guard --visemes
 
 A WAV is streamed like a live microphone: 20 ms frames at real-time pace, then silence (an open mic) until
 the NPC's turn ends. The reply audio is saved to a WAV. For every turn it prints what the server heard,
@@ -154,9 +155,13 @@ async def talk(args: argparse.Namespace) -> int:
             for number in range(1, args.turns + 1):
                 if args.text:
                     result = await session.say(args.text, timeout_s=args.timeout)
+                elif args.say:
+                    result = await session.scripted_line(args.say, timeout_s=args.timeout)
+                elif args.event:
+                    result = await session.game_event(args.event, timeout_s=args.timeout)
                 else:
                     result = await session.speak(pcm, push_to_talk=args.push_to_talk, timeout_s=args.timeout)
-                print(describe_turn(number, result, session.info.npc_name, typed=args.text))
+                print(describe_turn(number, result, session.info.npc_name, typed=args.text or args.say or args.event))
                 results.append(result)
                 if result.close_code is not None:
                     break
@@ -181,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="16-bit PCM WAV to speak (any rate: sent as it is if the protocol accepts it, else resampled to 16 kHz).",
     )
     source.add_argument("--text", help="Type this line instead of speaking.")
+    source.add_argument("--say", help="Have the NPC say this line as it is (a scripted line: the say message).")
+    source.add_argument("--event", help='Tell the NPC what happened, e.g. "The player drew a sword." (the event message).')
     source.add_argument(
         "--mic", action="store_true", help="Speak into the default microphone (needs the optional package sounddevice)."
     )

@@ -394,9 +394,20 @@ class TalkSession:
 
     async def say(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
         """Send a typed line and collect the NPC's reply. Latencies run from the moment the text was sent."""
+        return await self._send_line("text", text, timeout_s)
+
+    async def scripted_line(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
+        """Have the NPC say the game's own line (a "say" message) and collect that turn."""
+        return await self._send_line("say", text, timeout_s)
+
+    async def game_event(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
+        """Tell the NPC what happened in the game (an "event" message) and collect its reaction."""
+        return await self._send_line("event", text, timeout_s)
+
+    async def _send_line(self, kind: str, text: str, timeout_s: float) -> HeardTurn:
         collector = self._begin_turn()
         try:
-            await self._ws.send(json.dumps({"type": "text", "text": text}))
+            await self._ws.send(json.dumps({"type": kind, "text": text}))
         except ConnectionClosed as exc:
             collector.close_code = exc.rcvd.code if exc.rcvd else None
             collector.done.set()

@@ -44,6 +44,7 @@ class FakeTalkServer:
     audio_bytes: list[int] = field(default_factory=list)  # per session
     frame_sizes: set[int] = field(default_factory=set)
     close_after_speech: bool = False
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (type, text) of text, say and event messages
 
     async def handler(self, ws: ServerConnection) -> None:
         turn = 0
@@ -127,7 +128,8 @@ class FakeTalkServer:
                 turn += 1
                 await ws.send(json.dumps({"type": "error", "code": "model_error", "message": "failed", "turn": turn}))
                 await ws.send(json.dumps({"type": "turn_end", "turn": turn, "interrupted": False, "timings": {}}))
-            elif message["type"] == "text":
+            elif message["type"] in ("text", "say", "event"):
+                self.lines.append((message["type"], message["text"]))
                 start_turn(message["text"])
             elif message["type"] == "end_of_turn" and heard_speech:
                 heard_speech = False
@@ -296,6 +298,14 @@ async def test_cli_asks_for_visemes_and_prints_them(
     assert fake_talk_server.starts[0]["visemes"] is True
     out = capsys.readouterr().out
     assert "visemes: 2 over 0.50 s: FF oh" in out and "emote:  nod at 0.00 s" in out
+
+
+async def test_scripted_lines_and_game_events_are_turns(fake_talk_server: FakeTalkServer) -> None:
+    async with await TalkSession.open(fake_talk_server.url, "greta_blacksmith", greeting=False) as session:
+        said = await session.scripted_line("Halt!", timeout_s=10)
+        reacted = await session.game_event("The player drew a sword.", timeout_s=10)
+    assert said.ok and reacted.ok and (said.turn, reacted.turn) == (1, 2)
+    assert fake_talk_server.lines == [("say", "Halt!"), ("event", "The player drew a sword.")]
 
 
 async def test_server_errors_end_or_mark_the_turn_and_the_session_goes_on(fake_talk_server: FakeTalkServer) -> None:
