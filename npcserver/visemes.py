@@ -35,7 +35,7 @@ PHONEME_VISEMES: dict[str, str] = {
 }
 # Stress marks stand before the syllable they stress: their time belongs to the sound after them.
 STRESS_MARKS = frozenset("ˈˌ")
-# Every other symbol (length ː, diacritics, the gap between words) has no shape of its own: its time
+# Every other symbol (the length mark, diacritics, the gap between words) has no shape of its own: its time
 # belongs to the sound before it, as the mouth holds that shape.
 
 

@@ -29,7 +29,7 @@ def test_each_phoneme_becomes_its_mouth_shape_and_equal_neighbours_merge() -> No
 
 
 def test_stress_marks_go_with_the_sound_after_them_and_length_marks_with_the_one_before() -> None:
-    # "kˈɔː": the stress mark's samples belong to ɔ, the length mark's too
+    # k, stress mark, ɔ, length mark: the stress mark's samples belong to ɔ, the length mark's too
     assert visemes_of([("k", 100), ("ˈ", 40), ("ɔ", 200), ("ː", 60)]) == (Viseme("kk", 0, 100), Viseme("oh", 100, 300))
     # a word gap holds the shape before it; an unknown symbol at the very start is silence
     assert visemes_of([("ʘ", 10), ("s", 100), (" ", 30), ("ð", 50)]) == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from fractions import Fraction
@@ -45,10 +46,8 @@ def _with_alignment_output(model_path: Path) -> bytes:
     costs no synthesis time. piper-tts patches it the same way for `include_alignments`.
     """
     model = onnx.load(str(model_path))
-    try:
+    with contextlib.suppress(ValueError):  # patched already (or no such tensor: its clauses carry no phonemes)
         add_alignment_output(model)
-    except ValueError:
-        pass  # the file was patched already (or has no such tensor: its clauses then carry no phonemes)
     return model.SerializeToString()  # type: ignore[no-any-return]
 
 
