@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from npcserver.backends.base import Speech
+from npcserver.personas import Persona
 from npcserver.pipeline import ModelRunner
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,10 @@ class FillerCache:
         self._warming: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @staticmethod
-    def _key(persona: Any) -> tuple[str, str]:
+    def _key(persona: Persona) -> tuple[str, str]:
         return (persona.id, persona.version)
 
-    def get(self, persona: Any, turn: int) -> Speech | None:
+    def get(self, persona: Persona, turn: int) -> Speech | None:
         """A filler for this turn (they take turns), or None while the persona's aren't synthesized yet."""
         lines = self._speech.get(self._key(persona))
         return lines[turn % len(lines)] if lines else None
@@ -40,7 +40,7 @@ class FillerCache:
             del self._speech[old]
         self._speech[key] = lines
 
-    def warm(self, persona: Any) -> None:
+    def warm(self, persona: Persona) -> None:
         """Synthesize the persona's fillers in the background, once per persona version."""
         key = self._key(persona)
         if not persona.fillers or key in self._speech or key in self._warming:
@@ -49,7 +49,7 @@ class FillerCache:
         self._warming[key] = task
         task.add_done_callback(lambda _: self._warming.pop(key, None))
 
-    async def _synthesize(self, persona: Any, key: tuple[str, str]) -> None:
+    async def _synthesize(self, persona: Persona, key: tuple[str, str]) -> None:
         try:
             # not needed before the player's first turn: players' replies go first
             later = time.perf_counter() + FILLERS_NEEDED_AFTER_S

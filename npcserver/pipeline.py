@@ -22,7 +22,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from npcserver.backends import Backends
-from npcserver.backends.base import ChatMessage, GenerationOptions, Speech, Transcript, VoiceSettings
+from npcserver.backends.base import (
+    ChatMessage,
+    ConcurrentModel,
+    GenerationOptions,
+    IdlePrefillingModel,
+    ModelWithWorker,
+    PrefillingModel,
+    Speech,
+    Transcript,
+    VoiceSettings,
+)
 from npcserver.emotes import emotes_named
 from npcserver.grounding import ReplyCheck
 from npcserver.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
@@ -72,8 +82,8 @@ class ModelRunner:
         # One worker per model is also its lock. A batching transcriber or dialogue model is its own
         # lock and wants several callers waiting at once, or no batch could ever form.
         workers = {
-            "asr": getattr(backends.transcriber, "max_concurrent_calls", 1),
-            "llm": getattr(backends.dialogue, "max_concurrent_calls", 1),
+            "asr": backends.transcriber.max_concurrent_calls if isinstance(backends.transcriber, ConcurrentModel) else 1,
+            "llm": backends.dialogue.max_concurrent_calls if isinstance(backends.dialogue, ConcurrentModel) else 1,
             "tts": 1,
         }
         self._llm_batches = workers["llm"] > 1
@@ -227,10 +237,10 @@ class ModelRunner:
             if once_key in self._prefilled:
                 return
             self._prefilled.add(once_key)
-        if (when_idle := getattr(dialogue, "prefill_when_idle", None)) is not None:
-            when_idle(messages)
-        elif (prefill := getattr(dialogue, "prefill", None)) is not None:
-            future = self._executors["llm"].submit(prefill, messages)
+        if isinstance(dialogue, IdlePrefillingModel):
+            dialogue.prefill_when_idle(messages)
+        elif isinstance(dialogue, PrefillingModel):
+            future = self._executors["llm"].submit(dialogue.prefill, messages)
             future.add_done_callback(_log_background_failure)
 
     def close(self, wait: bool = False) -> None:
@@ -239,9 +249,8 @@ class ModelRunner:
         for executor in self._executors.values():
             executor.shutdown(wait=wait, cancel_futures=True)
         for model in (self.backends.transcriber, self.backends.dialogue):
-            close_model = getattr(model, "close", None)
-            if close_model is not None:  # a batching model's worker thread
-                close_model(wait=wait)
+            if isinstance(model, ModelWithWorker):  # a batching model's worker thread
+                model.close(wait=wait)
 
 
 def _log_background_failure(future: Future[Any]) -> None:

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -31,10 +31,12 @@ from npcserver.endpoint import Endpointer, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import TokenBucket, context_refusal
 from npcserver.persona_turn import persona_turn_request
+from npcserver.personas import Persona
 from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.prompt import build_messages, event_line, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
+    ClientMessage,
     CloseCode,
     Context,
     EndOfTurn,
@@ -71,7 +73,7 @@ FILLER_LEAD_MS = 150  # play the filler this long before the budget runs out: it
 
 
 class PersonaSource(Protocol):
-    def get(self, persona_id: str) -> Any: ...
+    def get(self, persona_id: str) -> Persona | None: ...
 
 
 class SessionState(Enum):
@@ -191,7 +193,7 @@ class Session:
         except ProtocolError as exc:
             await self.emit(Error(exc.code, exc.message, turn=self.turn or None))
 
-    async def _dispatch(self, message: Any) -> None:
+    async def _dispatch(self, message: ClientMessage) -> None:
         if isinstance(message, Start):
             await self._start(message)
             return
@@ -271,7 +273,7 @@ class Session:
             self.services.fillers.warm(persona)
         if persona.greeting and message.greeting:
             turn = self._new_turn(0, started_at=time.perf_counter())
-            self._launch(turn, self._speak_greeting(turn, persona))
+            self._launch(turn, self._speak_greeting(turn, persona, persona.greeting))
 
     async def on_audio_frame(self, data: bytes) -> None:
         if self.state is SessionState.CLOSED:
@@ -373,7 +375,7 @@ class Session:
     def _active_now(self) -> None:
         self.active_at = time.monotonic()
 
-    def _persona(self) -> Any:
+    def _persona(self) -> Persona:
         persona = self.services.personas.get(self.persona_id)
         if persona is None:
             raise self.persona_removed()
@@ -449,7 +451,7 @@ class Session:
         self._start_filler_timer(turn)
         await turn.out.commit(speech_end)
 
-    def _launch(self, turn: Turn, work: Any) -> None:
+    def _launch(self, turn: Turn, work: Coroutine[Any, Any, None]) -> None:
         self.state = SessionState.RESPONDING
         self._active = turn
         self._core().on_npc_turn_started(turn.number)
@@ -489,7 +491,7 @@ class Session:
             return
         turn.extras.append(asyncio.create_task(self._filler_when_late(turn, persona)))
 
-    async def _filler_when_late(self, turn: Turn, persona: Any) -> None:
+    async def _filler_when_late(self, turn: Turn, persona: Persona) -> None:
         """Say a filler line so the NPC isn't mute: at once when recent replies came later than the
         persona's budget and this one hasn't started writing yet, else if no reply audio has left
         shortly before the budget runs out."""
@@ -535,12 +537,12 @@ class Session:
             await turn.out.send(TurnEnd(turn.number, interrupted, timings, filler=turn.out.filler_played,
                                         speculative=turn.speech_end_sample is not None, resumed=turn.result.resumed))
 
-    async def _speak_greeting(self, turn: Turn, persona: Any) -> None:
+    async def _speak_greeting(self, turn: Turn, persona: Persona, greeting: str) -> None:
         """The greeting: spoken as turn 0, before the player's first turn."""
         interrupted = False
         try:
-            await turn.out.send(Reply(0, persona.greeting))
-            await turn.out.audio(await self.services.runner.synthesize(persona.greeting, persona.voice))
+            await turn.out.send(Reply(0, greeting))
+            await turn.out.audio(await self.services.runner.synthesize(greeting, persona.voice))
         except asyncio.CancelledError:
             interrupted = True
             raise

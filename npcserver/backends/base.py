@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -100,3 +100,35 @@ class TurnDetector(Protocol):
     def turn_complete_probability(self, audio: np.ndarray) -> float:
         """audio: 16 kHz float32, the utterance up to a pause; returns P(the turn is finished)."""
         ...
+
+
+# Abilities some models have beyond their contract; the pipeline asks for them by these names.
+
+
+@runtime_checkable
+class ConcurrentModel(Protocol):
+    """A model that batches: several callers must be able to wait on it at once."""
+
+    @property
+    def max_concurrent_calls(self) -> int: ...
+
+
+@runtime_checkable
+class PrefillingModel(Protocol):
+    """A dialogue model that can compute a prompt start's state ahead of the turn that needs it."""
+
+    def prefill(self, messages: list[ChatMessage]) -> None: ...
+
+
+@runtime_checkable
+class IdlePrefillingModel(Protocol):
+    """A batching dialogue model: it prefills itself, while it writes no reply."""
+
+    def prefill_when_idle(self, messages: list[ChatMessage]) -> None: ...
+
+
+@runtime_checkable
+class ModelWithWorker(Protocol):
+    """A model with a worker thread of its own, stopped when the runner closes."""
+
+    def close(self, wait: bool = True) -> None: ...
