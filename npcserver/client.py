@@ -6,14 +6,14 @@ silence until the NPC's turn ends. Every server event is stamped with `time.perf
 so a `HeardTurn` can tell what the player felt: voice-to-voice (end of speech -> first reply audio),
 time to the final transcript and to the first reply text, and audible stutters in the reply stream.
 
-Only this module and server.py speak WebSocket; message parsing is a few lines of JSON here.
+Only this module and server.py speak WebSocket. Messages go out through `protocol.encode` and come in
+through `protocol.parse_server_message`, the same definitions the server uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +24,30 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from npcserver.protocol import SUPPORTED_SAMPLE_RATES as PROTOCOL_SAMPLE_RATES
+from npcserver.protocol import (
+    AudioEnd,
+    AudioFormat,
+    AudioStart,
+    ClientMessage,
+    Emote,
+    EndOfTurn,
+    Error,
+    Event,
+    Interrupt,
+    ProtocolError,
+    Ready,
+    Reply,
+    Say,
+    ServerMessage,
+    Start,
+    Text,
+    TranscriptMessage,
+    TurnEnd,
+    Viseme,
+    Visemes,
+    encode,
+    parse_server_message,
+)
 
 FRAME_MS = 20
 SPEECH_RMS_THRESHOLD = 0.01  # -40 dBFS over 10 ms: above this the WAV holds speech, below is (near) silence
@@ -64,19 +88,6 @@ class Underrun:
 
 
 @dataclass(frozen=True, slots=True)
-class HeardViseme:
-    name: str
-    start: int  # sample of the turn's audio
-    duration: int  # samples
-
-
-@dataclass(frozen=True, slots=True)
-class HeardEmote:
-    name: str
-    at_sample: int  # sample of the turn's audio
-
-
-@dataclass(frozen=True, slots=True)
 class SessionInfo:
     session: str
     npc_id: str
@@ -107,8 +118,8 @@ class HeardTurn:
     errors: tuple[ServerError, ...]
     close_code: int | None = None  # set when the connection closed during the turn
     timed_out: bool = False
-    visemes: tuple[HeardViseme, ...] = ()  # mouth shapes, when the session asked for them
-    emotes: tuple[HeardEmote, ...] = ()  # gestures the NPC's persona declared
+    visemes: tuple[Viseme, ...] = ()  # mouth shapes, when the session asked for them
+    emotes: tuple[Emote, ...] = ()  # gestures the NPC's persona declared
 
     @property
     def ok(self) -> bool:
@@ -231,8 +242,8 @@ class _TurnCollector:
     errors: list[ServerError] = field(default_factory=list)
     close_code: int | None = None
     timed_out: bool = False
-    visemes: list[HeardViseme] = field(default_factory=list)
-    emotes: list[HeardEmote] = field(default_factory=list)
+    visemes: list[Viseme] = field(default_factory=list)
+    emotes: list[Emote] = field(default_factory=list)
 
     def result(self) -> HeardTurn:
         return HeardTurn(
@@ -302,32 +313,19 @@ class TalkSession:
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise TalkError(CONNECT_FAILED_CODE, f"cannot connect to {url}: {exc}") from exc
-        start: dict[str, Any] = {
-            "type": "start",
-            "npc": npc,
-            "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate},
-        }
-        if player is not None:
-            start["player"] = player
-        if context is not None:
-            start["context"] = dict(context)
-        if not greeting:
-            start["greeting"] = False
-        if visemes:
-            start["visemes"] = True
+        start = Start(npc=npc, audio=AudioFormat(sample_rate=sample_rate), player=player, context=dict(context or {}),
+                      greeting=greeting, visemes=visemes)
         try:
-            await ws.send(json.dumps(start))
+            await ws.send(encode(start))
             async with asyncio.timeout(timeout_s):
                 while True:
                     raw = await ws.recv()
-                    if isinstance(raw, bytes):
-                        continue
-                    message = json.loads(raw)
-                    if message.get("type") == "ready":
+                    message = None if isinstance(raw, bytes) else _parsed(raw)
+                    if isinstance(message, Ready):
                         break
-                    if message.get("type") == "error":
+                    if isinstance(message, Error):
                         await ws.close()
-                        raise TalkError(str(message.get("code")), str(message.get("message", "")), ws.close_code)
+                        raise TalkError(message.code, message.message, ws.close_code)
         except ConnectionClosed as exc:
             raise TalkError(
                 CONNECTION_CLOSED_CODE, f"closed before ready: {exc}", exc.rcvd.code if exc.rcvd else None
@@ -335,14 +333,7 @@ class TalkSession:
         except TimeoutError as exc:
             await ws.close()
             raise TalkError(CLIENT_TIMEOUT_CODE, f"no ready message within {timeout_s} s") from exc
-        npc_info = message.get("npc") or {}
-        audio = message.get("audio") or {}
-        info = SessionInfo(
-            session=str(message.get("session", "")),
-            npc_id=str(npc_info.get("id", npc)),
-            npc_name=str(npc_info.get("name", npc)),
-            reply_sample_rate=int(audio.get("sample_rate", 0)),
-        )
+        info = SessionInfo(message.session, message.npc.id, message.npc.name, message.audio.sample_rate)
         return cls(ws, info, sample_rate)
 
     async def __aenter__(self) -> Self:
@@ -365,11 +356,14 @@ class TalkSession:
 
     # --- sending
 
+    async def _send(self, message: ClientMessage) -> None:
+        await self._ws.send(encode(message))
+
     async def interrupt(self) -> None:
-        await self._ws.send(json.dumps({"type": "interrupt"}))
+        await self._send(Interrupt())
 
     async def end_of_turn(self) -> None:
-        await self._ws.send(json.dumps({"type": "end_of_turn"}))
+        await self._send(EndOfTurn())
 
     def _begin_turn(self) -> _TurnCollector:
         if self._turn is not None:
@@ -394,20 +388,20 @@ class TalkSession:
 
     async def say(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
         """Send a typed line and collect the NPC's reply. Latencies run from the moment the text was sent."""
-        return await self._send_line("text", text, timeout_s)
+        return await self._send_line(Text(text), timeout_s)
 
     async def scripted_line(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
         """Have the NPC say the game's own line (a "say" message) and collect that turn."""
-        return await self._send_line("say", text, timeout_s)
+        return await self._send_line(Say(text), timeout_s)
 
     async def game_event(self, text: str, *, timeout_s: float = 30.0) -> HeardTurn:
         """Tell the NPC what happened in the game (an "event" message) and collect its reaction."""
-        return await self._send_line("event", text, timeout_s)
+        return await self._send_line(Event(text), timeout_s)
 
-    async def _send_line(self, kind: str, text: str, timeout_s: float) -> HeardTurn:
+    async def _send_line(self, line: Text | Say | Event, timeout_s: float) -> HeardTurn:
         collector = self._begin_turn()
         try:
-            await self._ws.send(json.dumps({"type": kind, "text": text}))
+            await self._send(line)
         except ConnectionClosed as exc:
             collector.close_code = exc.rcvd.code if exc.rcvd else None
             collector.done.set()
@@ -467,7 +461,7 @@ class TalkSession:
                 elif push_to_talk:
                     if collector.speech_end_at is None:
                         collector.speech_end_at = time.perf_counter()
-                    await self._ws.send(json.dumps({"type": "end_of_turn"}))
+                    await self._send(EndOfTurn())
                     return
                 else:
                     await self._ws.send(silence)
@@ -492,11 +486,8 @@ class TalkSession:
                 if isinstance(raw, bytes):
                     self._on_audio(raw, now)
                 else:
-                    try:
-                        message = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(message, dict):
+                    message = _parsed(raw)
+                    if message is not None:
                         self._on_message(message, now)
         except ConnectionClosed:
             pass
@@ -548,48 +539,51 @@ class TalkSession:
         collector.audio.extend(data)
         collector.arrivals.append(AudioArrival(now, len(data) // 2))
 
-    def _on_message(self, message: dict[str, Any], now: float) -> None:
-        kind = message.get("type")
-        if kind == "error":
-            error = ServerError(str(message.get("code", "")), str(message.get("message", "")), now)
-            turn = message.get("turn")
-            collector = self._collector_for(turn)
+    def _on_message(self, message: ServerMessage, now: float) -> None:
+        if isinstance(message, Error):
+            error = ServerError(message.code, message.message, now)
+            collector = self._collector_for(message.turn)
             if collector is None:
                 self.unrouted_errors.append(error)
                 return
             collector.errors.append(error)
-            if turn is None and collector.turn is None:
+            if message.turn is None and collector.turn is None:
                 # Refused before the server opened a turn (e.g. text_too_long): no turn_end will follow.
                 collector.done.set()
             return  # otherwise the server still ends the turn with turn_end
-        turn = message.get("turn")
-        if kind == "audio_start":
-            self._audio_turn = turn if isinstance(turn, int) else None
-        collector = self._collector_for(turn)
+        if isinstance(message, Ready):
+            return
+        if isinstance(message, AudioStart):
+            self._audio_turn = message.turn
+        collector = self._collector_for(message.turn)
         if collector is None:
             return
-        if kind == "transcript":
-            collector.transcript = str(message.get("text", ""))
-            if message.get("final", True) and collector.final_transcript_at is None:
+        if isinstance(message, TranscriptMessage):
+            collector.transcript = message.text
+            if message.final and collector.final_transcript_at is None:
                 collector.final_transcript_at = now
-        elif kind == "reply":
+        elif isinstance(message, Reply):
             if collector.first_reply_text_at is None:
                 collector.first_reply_text_at = now
-            collector.reply_parts.append(str(message.get("text", "")))
-        elif kind == "visemes":
-            collector.visemes.extend(
-                HeardViseme(str(v.get("name")), int(v.get("start", 0)), int(v.get("duration", 0)))
-                for v in message.get("visemes") or [] if isinstance(v, dict)
-            )
-        elif kind == "emote":
-            collector.emotes.append(HeardEmote(str(message.get("name")), int(message.get("at_sample", 0))))
-        elif kind == "audio_end":
+            collector.reply_parts.append(message.text)
+        elif isinstance(message, Visemes):
+            collector.visemes.extend(message.visemes)
+        elif isinstance(message, Emote):
+            collector.emotes.append(message)
+        elif isinstance(message, AudioEnd):
             collector.audio_end_at = now
-        elif kind == "turn_end":
+        elif isinstance(message, TurnEnd):
             collector.turn_end_at = now
-            collector.interrupted = bool(message.get("interrupted", False))
-            timings = message.get("timings") or {}
+            collector.interrupted = message.interrupted
             collector.timings = {
-                k: float(v) for k, v in timings.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                k: float(v) for k, v in message.timings.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
             }
             collector.done.set()
+
+
+def _parsed(raw: str) -> ServerMessage | None:
+    """A server message, or None for one this client does not know (a newer server may send more)."""
+    try:
+        return parse_server_message(raw)
+    except ProtocolError:
+        return None
