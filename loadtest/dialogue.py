@@ -85,8 +85,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> list[Outcome]:
     from npcserver.backends import create_backends
     from npcserver.config import Settings
-    from npcserver.persona_store import PersonaStore
     from npcserver.persona_turn import reply_to_text
+    from npcserver.personas.store import PersonaStore
     from npcserver.pipeline import ModelRunner
     from npcserver.prompt import persona_prefix
 
@@ -153,7 +153,7 @@ def lookup_only(args: argparse.Namespace) -> None:
     from npcserver.config import Settings
     from npcserver.knowledge import KnowledgeIndex
     from npcserver.models import resolve_knowledge_model
-    from npcserver.persona_store import PersonaStore
+    from npcserver.personas.store import PersonaStore
 
     settings = Settings(**({"knowledge_model": args.knowledge_model} if args.knowledge_model else {}))
     if settings.knowledge_model == "none":

@@ -7,7 +7,7 @@ around population centres, and compares for the same players and the same total 
 
 - central:        one big site in US East (enough capacity for everybody, but far from most),
 - nearest:        the edge site nearest by great-circle distance, whatever its load,
-- ours:           `npcserver.sites.rank_sites` (estimated RTT + load penalty, full sites excluded),
+- ours:           `npcserver.sites.ranking.rank_sites` (estimated RTT + load penalty, full sites excluded),
 - ours+measured:  the same, with the client's measured RTT to its 5 nearest sites (as a game client
                   that probes /v1/ping would send).
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npcserver.sites import EARTH_RADIUS_KM, FIBRE_KM_PER_MS, SiteRecord, rank_sites
+from npcserver.sites.ranking import EARTH_RADIUS_KM, FIBRE_KM_PER_MS, SiteRecord, rank_sites
 
 MAX_PLAYERS = 200_000
 PROBED_SITES = 5  # a client measures RTT to this many candidates

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from npcserver import persona_cli
 from npcserver.config import ENV_PREFIX, SECTIONS, Settings, SettingsError, load_settings, setting_fields
 from npcserver.logs import configure_logging
+from npcserver.personas import cli as persona_cli
 
 DESCRIPTION = """\
 npcserver: talk to game characters out loud. A WebSocket service that turns a player's speech into an

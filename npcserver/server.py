@@ -38,8 +38,8 @@ from npcserver.endpoint import Endpointer, FakeVad, SileroVad
 from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.limits import AddressBudgets, ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.metrics import LiveState, ServerMetrics
-from npcserver.persona_store import PersonaChange, PersonaStore
 from npcserver.personas import Persona
+from npcserver.personas.store import PersonaChange, PersonaStore
 from npcserver.phrase_cache import PhraseAudioCache
 from npcserver.pipeline import ModelRunner
 from npcserver.protocol import (
@@ -50,10 +50,15 @@ from npcserver.protocol import (
     ServerMessage,
     encode,
 )
-from npcserver.registry import SiteRegistry, registry_from_settings, site_id_from_settings, site_record_from_settings
 from npcserver.session import Session, SessionClosed, SessionServices, SessionState
-from npcserver.sites import SiteRecord
-from npcserver.sites_http import nearest_sites, next_best_site, ping
+from npcserver.sites.http import nearest_sites, next_best_site, ping
+from npcserver.sites.ranking import SiteRecord
+from npcserver.sites.registry import (
+    SiteRegistry,
+    registry_from_settings,
+    site_id_from_settings,
+    site_record_from_settings,
+)
 from npcserver.web import HttpReply, json_reply
 
 log = logging.getLogger(__name__)
@@ -207,7 +212,7 @@ class NpcServer:
         task.add_done_callback(self._background_done)
 
     async def _run_persona_tests(self, persona: Persona, runner: ModelRunner) -> None:
-        from npcserver.persona_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
+        from npcserver.personas.designer_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
 
         outcomes = await run_persona_tests(runner, persona, runs=1)
         rate = pass_rate(outcomes)

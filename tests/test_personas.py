@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from npcserver.backends.base import GenerationOptions, VoiceSettings
-from npcserver.persona_cli import check_command, main, schema_text
 from npcserver.personas import check_paths, load_persona_file, persona_files
+from npcserver.personas.cli import check_command, main, schema_text
 
 REPO = Path(__file__).resolve().parent.parent
 VOICES = REPO / "voices"

@@ -17,8 +17,8 @@ pytest.importorskip("redis", reason="the redis package is not installed (pip ins
 
 from redis.asyncio import Redis
 
-from npcserver.registry import RedisRegistry, SiteSnapshot
-from npcserver.sites import SiteRecord
+from npcserver.sites.ranking import SiteRecord
+from npcserver.sites.registry import RedisRegistry, SiteSnapshot
 from tests.conftest import REDIS_SERVER, RedisServerProcess
 
 pytestmark = pytest.mark.redis
@@ -109,8 +109,8 @@ def test_heartbeats_make_each_node_visible_to_the_other(redis_server: RedisServe
 
 KILLED_NODE = """
 import asyncio, sys
-from npcserver.registry import RedisRegistry
-from npcserver.sites import SiteRecord
+from npcserver.sites.registry import RedisRegistry
+from npcserver.sites.ranking import SiteRecord
 
 async def main():
     site = SiteRecord(id="doomed", region="test", lat=0.0, lon=0.0, url="ws://127.0.0.1/doomed", capacity=4)

@@ -11,7 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from npcserver.registry import (
+from npcserver.sites.http import nearest_sites, next_best_site, ping
+from npcserver.sites.ranking import (
+    SiteRecord,
+    estimate_rtt_ms,
+    great_circle_km,
+    load_penalty_ms,
+    rank_sites,
+)
+from npcserver.sites.registry import (
     LocalRegistry,
     SiteSnapshot,
     StaticSitesError,
@@ -19,14 +27,6 @@ from npcserver.registry import (
     registry_from_settings,
     site_record_from_settings,
 )
-from npcserver.sites import (
-    SiteRecord,
-    estimate_rtt_ms,
-    great_circle_km,
-    load_penalty_ms,
-    rank_sites,
-)
-from npcserver.sites_http import nearest_sites, next_best_site, ping
 
 NOW = 1_000_000.0
 PARIS = (48.8566, 2.3522)
@@ -430,7 +430,7 @@ def test_registry_from_settings_builds_the_local_record_and_the_embedded_registr
 
 
 def test_registry_from_settings_picks_redis_when_a_url_is_set() -> None:
-    from npcserver.registry import RedisRegistry
+    from npcserver.sites.registry import RedisRegistry
 
     settings = SimpleNamespace(
         redis_url="redis://127.0.0.1:1/0", heartbeat_s=1.0, site_ttl_s=4.0, redis_key_prefix="x:", static_sites=""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from npcserver.config import Settings
-from npcserver.sites import ANY_NPC, SiteRecord
+from npcserver.sites.ranking import ANY_NPC, SiteRecord
 
 log = logging.getLogger(__name__)
 

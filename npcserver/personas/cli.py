@@ -16,7 +16,6 @@ from typing import Any, TextIO
 
 from npcserver.config import ENV_PREFIX
 from npcserver.models import EMBEDDED_VOICE, resolve_piper_voice
-from npcserver.persona_store import PersonaStore
 from npcserver.personas import (
     SCHEMA_FILE_NAME,
     Persona,
@@ -24,6 +23,7 @@ from npcserver.personas import (
     check_paths,
     persona_json_schema,
 )
+from npcserver.personas.store import PersonaStore
 
 DEFAULT_VOICES_DIR = Path("voices")
 
@@ -85,7 +85,7 @@ def test_command(settings: Any, npc: str | None, runs: int, seed: int | None, ou
     import asyncio
 
     from npcserver.backends import create_backends
-    from npcserver.persona_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
+    from npcserver.personas.designer_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
     from npcserver.pipeline import ModelRunner
 
     out = out or sys.stdout

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_personas import VALID, fake_resolve_voice
 
-from npcserver.persona_store import PersonaChange, PersonaStore
 from npcserver.personas import check_paths
+from npcserver.personas.store import PersonaChange, PersonaStore
 
 
 def persona_text(persona_id: str, name: str) -> str:

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from npcserver.registry import SiteSnapshot
-from npcserver.sites import DEFAULT_STALE_AFTER_S, RankedSite, rank_sites
+from npcserver.sites.ranking import DEFAULT_STALE_AFTER_S, RankedSite, rank_sites
+from npcserver.sites.registry import SiteSnapshot
 from npcserver.web import HttpReply, json_reply
 
 MAX_RTT_ENTRIES = 64
