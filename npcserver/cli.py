@@ -100,12 +100,12 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_json)
     if args.command == "serve":
-        from npcserver.server import run_server
+        from npcserver.edge.server import run_server
 
         asyncio.run(run_server(settings))
         return 0
     if args.command == "token":
-        from npcserver.auth import token_command
+        from npcserver.edge.auth import token_command
 
         return token_command(settings, args.player, args.site, args.ttl)
     if args.command == "prepare":

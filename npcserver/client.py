@@ -6,7 +6,7 @@ silence until the NPC's turn ends. Every server event is stamped with `time.perf
 so a `HeardTurn` can tell what the player felt: voice-to-voice (end of speech -> first reply audio),
 time to the final transcript and to the first reply text, and audible stutters in the reply stream.
 
-Only this module and server.py speak WebSocket. Messages go out through `protocol.encode` and come in
+Only this module and edge/server.py speak WebSocket. Messages go out through `protocol.encode` and come in
 through `protocol.parse_server_message`, the same definitions the server uses.
 """
 

@@ -27,9 +27,9 @@ import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
+from npcserver.edge.limits import TokenBucket, context_refusal
 from npcserver.endpoint import Endpointer, TurnEnded
 from npcserver.fillers import FillerCache, LatenessForecast
-from npcserver.limits import TokenBucket, context_refusal
 from npcserver.persona_turn import persona_turn_request
 from npcserver.personas import Persona
 from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn

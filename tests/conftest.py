@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
 from npcserver.config import Settings
-from npcserver.server import NpcServer
+from npcserver.edge.server import NpcServer
 
 REPO = Path(__file__).resolve().parent.parent
 VOICES = REPO / "voices"

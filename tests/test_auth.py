@@ -12,9 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from npcserver.auth import issue_token, origin_allowed, parse_origins, token_from_request, verify_token
 from npcserver.backends.base import ChatMessage
-from npcserver.server import NpcServer
+from npcserver.edge.auth import issue_token, origin_allowed, parse_origins, token_from_request, verify_token
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_backends, fake_settings
 
 SECRET = "test-secret-of-reasonable-length-1234"
@@ -168,7 +168,7 @@ async def test_game_context_cannot_rewrite_the_system_prompt() -> None:
 
 
 def test_token_command_prints_a_token_nodes_accept(capsys: pytest.CaptureFixture[str]) -> None:
-    from npcserver.auth import token_command
+    from npcserver.edge.auth import token_command
 
     settings = fake_settings(auth_secret=SECRET, site_id=SITE)
     assert token_command(settings, "player-1") == 0

@@ -31,7 +31,7 @@ from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
 from npcserver.config import Settings
 from npcserver.logs import configure_logging
-from npcserver.server import run_server
+from npcserver.edge.server import run_server
 
 configure_logging("info")
 settings = Settings(host="127.0.0.1", port=0, voices=sys.argv[1], backend="fake", vad="fake",

@@ -12,8 +12,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
-from npcserver.limits import resident_memory_bytes
-from npcserver.server import NpcServer
+from npcserver.edge.limits import resident_memory_bytes
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_settings, silence, tone
 
 DISCONNECTS = 500

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from npcserver.edge.server import NpcServer
 from npcserver.protocol import SUPPORTED_SAMPLE_RATES, ErrorCode, ProtocolError, parse_client_message
-from npcserver.server import NpcServer
 from tests.conftest import fake_backends, fake_settings, silence, tone
 
 EXAMPLES = 400

@@ -193,7 +193,7 @@ async def test_the_server_says_the_fact_a_typed_question_asks_for(tmp_path: Path
 
     from npcserver.backends import Backends
     from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
-    from npcserver.server import NpcServer
+    from npcserver.edge.server import NpcServer
     from tests.conftest import Conversation, fake_settings
 
     backends = Backends(FakeTranscriber(), FakeDialogue(reply="Ten gold, friend. Best in town."), FakeSynthesizer(),

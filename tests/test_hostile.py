@@ -19,10 +19,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from npcserver.auth import issue_token
 from npcserver.config import Settings
-from npcserver.limits import AddressBudgets
-from npcserver.server import NpcServer
+from npcserver.edge.auth import issue_token
+from npcserver.edge.limits import AddressBudgets
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_backends, fake_settings, silence
 
 ATTACKER = "127.0.0.1"
@@ -208,7 +208,7 @@ async def test_forged_tokens_are_throttled_per_address_and_logged_once_each_at_m
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     secret = "a secret of a reasonable length, for the tests"
-    caplog.set_level("INFO", logger="npcserver.server")
+    caplog.set_level("INFO", logger="npcserver.edge.server")
     async with running(auth_secret=secret, site_id="edge", auth_failure_burst=3) as server:
         statuses = []
         for _ in range(20):

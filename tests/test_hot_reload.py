@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from npcserver.backends.fake import FakeDialogue
-from npcserver.server import NpcServer
+from npcserver.edge.server import NpcServer
 from tests.conftest import VOICES, Conversation, fake_backends, fake_settings
 
 
@@ -107,7 +107,7 @@ async def test_a_saved_persona_has_its_tests_run_in_the_background_and_logged(
     server: NpcServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     file = Path(server.settings.voices) / "bram_innkeeper.toml"
-    caplog.set_level("INFO", logger="npcserver.server")
+    caplog.set_level("INFO", logger="npcserver.edge.server")
     file.write_text(file.read_text().replace("Sleepy Goose", "Sleepy Gander"))
     await eventually(lambda: "persona tests after reload: bram_innkeeper" in caplog.text, timeout=20)
     assert "replies pass (9 tests)" in caplog.text  # the report names every test; failing ones with replies

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from npcserver.server import NpcServer
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_backends, fake_settings, silence, tone
 
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue
 from npcserver.config import Settings
-from npcserver.server import NpcServer
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_backends, fake_settings, silence, tone
 
 

@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 
 from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
-from npcserver.server import NpcServer
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_settings, silence, tone
 
 

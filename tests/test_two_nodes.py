@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 pytest.importorskip("redis", reason="the redis package is not installed (pip install redis)")
 
-from npcserver.server import NpcServer
+from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, RedisServerProcess, fake_backends, fake_settings
 
 pytestmark = pytest.mark.redis

@@ -1,6 +1,6 @@
 """HTTP handlers for site lookup: `GET /v1/sites/nearest` and `GET /v1/ping`.
 
-Pure functions of the query parameters and a registry snapshot; `server.py` only routes and awaits
+Pure functions of the query parameters and a registry snapshot; `edge/server.py` only routes and awaits
 `registry.list_sites()`. Both answers may be read cross-origin (a browser game on another origin
 looks sites up and probes their RTT) and must never be cached (the ranking changes every second,
 and a cached ping measures nothing).
@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from npcserver.edge.web import HttpReply, json_reply
 from npcserver.sites.ranking import DEFAULT_STALE_AFTER_S, RankedSite, rank_sites
 from npcserver.sites.registry import SiteSnapshot
-from npcserver.web import HttpReply, json_reply
 
 MAX_RTT_ENTRIES = 64
 MAX_RTT_MS = 10_000.0

@@ -31,13 +31,14 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from npcserver.auth import origin_allowed, parse_origins, token_from_request, verify_token
 from npcserver.backends import Backends, create_backends
 from npcserver.config import Settings
+from npcserver.edge.auth import origin_allowed, parse_origins, token_from_request, verify_token
+from npcserver.edge.limits import AddressBudgets, ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
+from npcserver.edge.metrics import LiveState, ServerMetrics
+from npcserver.edge.web import HttpReply, json_reply
 from npcserver.endpoint import Endpointer, FakeVad, SileroVad
 from npcserver.fillers import FillerCache, LatenessForecast
-from npcserver.limits import AddressBudgets, ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
-from npcserver.metrics import LiveState, ServerMetrics
 from npcserver.personas import Persona
 from npcserver.personas.store import PersonaChange, PersonaStore
 from npcserver.phrase_cache import PhraseAudioCache
@@ -59,7 +60,6 @@ from npcserver.sites.registry import (
     site_id_from_settings,
     site_record_from_settings,
 )
-from npcserver.web import HttpReply, json_reply
 
 log = logging.getLogger(__name__)
 
