@@ -33,8 +33,8 @@ def _prompt_builder(
 ) -> tuple[Callable[[str], list[ChatMessage]], GenerationOptions, VoiceSettings, str]:
     """The server's persona prompt when the modules are there, else a minimal one (and say which)."""
     try:
+        from npcserver.conversation.prompt import build_messages
         from npcserver.personas import load_persona_file
-        from npcserver.prompt import build_messages
 
         loaded = load_persona_file(settings.voices / f"{npc}.toml", voices_dir=settings.voices)
         if loaded.persona is None:
@@ -44,7 +44,7 @@ def _prompt_builder(
             (lambda text: build_messages(persona, [], {}, text)),
             persona.generation_options(seed=0),
             persona.voice,
-            "persona prompt (npcserver.prompt)",
+            "persona prompt (npcserver.conversation.prompt)",
         )
     except (ImportError, OSError, ValueError) as exc:
         system = ChatMessage(

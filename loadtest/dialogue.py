@@ -2,13 +2,13 @@
 
 Every line of loadtest/dialogue_questions.toml (75 fact questions, 15 forbidden-topic lines, 20 small
 talk, none of them an example line or a persona self-test) goes through the server's own turn code
-(`npcserver.persona_turn.reply_to_text`: fact lookup, prompt, the real LLM, the grounding check, the
+(`npcserver.conversation.persona_turn.reply_to_text`: fact lookup, prompt, the real LLM, the grounding check, the
 real TTS) with seeded sampling. Scores:
 - fact: *held* when the reply says every `must_say`; *wrong* when it says a `wrong` value or a number
   that is neither in the fact nor in the question (a wrong fact counts as worse than a missing one:
   it is a failure even if the right value is there too); else *missed*.
 - deflect: the reply is the persona's deflection.
-- form (every line): `npcserver.reply_form.form_problems`.
+- form (every line): `npcserver.conversation.reply_form.form_problems`.
 - latency: typed line -> first reply audio ready, through lookup, LLM and TTS (no ASR, no network).
 
     python -m loadtest.dialogue                       # the default server settings, ~4 min on 2 cores
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.metrics import LatencyHistogram
-from npcserver.claims import claims_of, says
-from npcserver.reply_form import form_problems
+from npcserver.conversation.claims import claims_of, says
+from npcserver.conversation.reply_form import form_problems
 
 QUESTIONS = Path(__file__).with_name("dialogue_questions.toml")
 # written later, by someone who had not read QUESTIONS: a change tuned on one set must hold on the other
@@ -85,10 +85,10 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> list[Outcome]:
     from npcserver.backends import create_backends
     from npcserver.config import Settings
-    from npcserver.persona_turn import reply_to_text
+    from npcserver.conversation.persona_turn import reply_to_text
+    from npcserver.conversation.pipeline import ModelRunner
+    from npcserver.conversation.prompt import persona_prefix
     from npcserver.personas.store import PersonaStore
-    from npcserver.pipeline import ModelRunner
-    from npcserver.prompt import persona_prefix
 
     overrides: dict[str, Any] = {"llm_batching": False}
     if args.llm_precision:
@@ -151,7 +151,7 @@ def lookup_only(args: argparse.Namespace) -> None:
     """The fact lookup alone, in seconds, without the LLM or TTS: what a change to it does."""
     from npcserver.backends.minilm_embedder import TransformersEmbedder
     from npcserver.config import Settings
-    from npcserver.knowledge import KnowledgeIndex
+    from npcserver.conversation.knowledge import KnowledgeIndex
     from npcserver.models import resolve_knowledge_model
     from npcserver.personas.store import PersonaStore
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from game_client_demo.wav import read_wav_mono16
 from npcserver.config import Settings
-from npcserver.endpoint import Endpointer, SileroVad
-from npcserver.turn_taking import (
+from npcserver.conversation.endpoint import Endpointer, SileroVad
+from npcserver.conversation.turn_taking import (
     CommitSpeculation,
     PauseRule,
     ScoreTurnEnd,

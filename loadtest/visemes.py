@@ -22,8 +22,8 @@ from piper.config import PiperConfig
 
 from npcserver.backends.base import VoiceSettings
 from npcserver.backends.piper_tts import PiperSynthesizer, load_piper_voice
+from npcserver.conversation.visemes import visemes_of
 from npcserver.models import embedded_voice_path
-from npcserver.visemes import visemes_of
 
 # Clauses as the server cuts them: openers, facts, a deflection, fillers.
 CLAUSES = (

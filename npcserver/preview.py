@@ -15,11 +15,11 @@ from typing import TextIO
 
 from npcserver.backends import create_backends
 from npcserver.config import Settings
-from npcserver.persona_turn import reply_to_text
+from npcserver.conversation.persona_turn import reply_to_text
+from npcserver.conversation.pipeline import ModelRunner
 from npcserver.personas import Persona
 from npcserver.personas.cli import find_persona
 from npcserver.personas.store import PersonaStore
-from npcserver.pipeline import ModelRunner
 from npcserver.protocol import Reply
 
 

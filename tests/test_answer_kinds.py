@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from npcserver.answer_kinds import AMOUNT, DURATION, PERSON, PLACE, PRICE, TIME, asked_kinds, given_kinds
 from npcserver.backends.fake import FakeEmbedder
-from npcserver.knowledge import KnowledgeIndex
+from npcserver.conversation.answer_kinds import AMOUNT, DURATION, PERSON, PLACE, PRICE, TIME, asked_kinds, given_kinds
+from npcserver.conversation.knowledge import KnowledgeIndex
 from npcserver.personas import load_persona_file
 
 VOICES = Path(__file__).resolve().parent.parent / "voices"

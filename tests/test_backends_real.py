@@ -281,7 +281,7 @@ def test_asr_on_cuda_asked_for_explicitly_fails_naming_the_libraries_it_needs() 
 
 def test_the_embedded_sentence_encoder_finds_the_fact_a_player_asks_about_in_other_words() -> None:
     from npcserver.backends.minilm_embedder import TransformersEmbedder
-    from npcserver.knowledge import KnowledgeIndex
+    from npcserver.conversation.knowledge import KnowledgeIndex
     from npcserver.models import resolve_knowledge_model
     from npcserver.personas import load_persona_file
 

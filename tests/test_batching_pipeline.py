@@ -10,7 +10,7 @@ import numpy as np
 from npcserver.backends import Backends
 from npcserver.backends.batched_asr import BatchingTranscriber
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer
-from npcserver.pipeline import ModelRunner
+from npcserver.conversation.pipeline import ModelRunner
 from tests.test_batched_asr import FOREVER_MS, FakeBatchTranscriber
 
 

@@ -12,10 +12,10 @@ from websockets.asyncio.client import connect
 
 from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+from npcserver.conversation.emotes import emotes_named
+from npcserver.conversation.text import stage_directions
 from npcserver.edge.server import NpcServer
-from npcserver.emotes import emotes_named
 from npcserver.personas import load_persona_file
-from npcserver.text import stage_directions
 from tests.conftest import VOICES, Conversation, fake_settings
 from tests.test_personas import VALID, fake_resolve_voice, messages, only, write
 

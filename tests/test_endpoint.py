@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pytest
 
-from npcserver.endpoint import (
+from npcserver.conversation.endpoint import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     Endpointer,

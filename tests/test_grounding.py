@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from npcserver.backends.fake import FakeEmbedder
-from npcserver.claims import claims_of, says, words_to_digits
-from npcserver.grounding import ReplyCheck, states
-from npcserver.knowledge import (
+from npcserver.conversation.claims import claims_of, says, words_to_digits
+from npcserver.conversation.grounding import ReplyCheck, states
+from npcserver.conversation.knowledge import (
     NOTHING_FOUND,
     FactMatch,
     KnowledgeIndex,
@@ -225,7 +225,7 @@ def test_a_fact_whose_parts_both_answer_the_line_is_said_whole() -> None:
 
 
 def test_answering_in_the_facts_words_is_not_an_echo_but_repeating_the_player_is() -> None:
-    from npcserver.reply_form import echoes, form_problems
+    from npcserver.conversation.reply_form import echoes, form_problems
 
     rolf = persona("rolf_guard")
     assert not echoes("The captain of the guard is Dame Elsbeth.", "Who is the captain of the guard?", rolf.facts)

@@ -12,9 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from npcserver.conversation.pipeline import StageLoad
 from npcserver.edge.limits import ConnectionCounter, Pressure, SessionLimits, TokenBucket
 from npcserver.edge.server import NpcServer
-from npcserver.pipeline import StageLoad
 from tests.conftest import Conversation, fake_backends, fake_settings, silence, tone
 
 

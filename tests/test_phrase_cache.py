@@ -8,8 +8,8 @@ import pytest
 from npcserver.backends import Backends
 from npcserver.backends.base import Speech, VoiceSettings
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
-from npcserver.phrase_cache import PhraseAudioCache
-from npcserver.pipeline import ModelRunner
+from npcserver.conversation.phrase_cache import PhraseAudioCache
+from npcserver.conversation.pipeline import ModelRunner
 
 VOICE = VoiceSettings()
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from npcserver.personas import ContextKey, Persona, load_persona_file
-from npcserver.prompt import (
+from npcserver.conversation.prompt import (
     MAX_PLAYER_CHARS,
     build_messages,
     clean_text,
@@ -14,6 +13,7 @@ from npcserver.prompt import (
     quote_value,
     remembered,
 )
+from npcserver.personas import ContextKey, Persona, load_persona_file
 
 VOICES = Path(__file__).resolve().parent.parent / "voices"
 

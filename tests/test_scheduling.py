@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from npcserver.scheduling import DeadlineExecutor
+from npcserver.conversation.scheduling import DeadlineExecutor
 
 
 def test_waiting_calls_run_earliest_deadline_first_and_ties_in_arrival_order() -> None:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel, sounds_finished
+from npcserver.conversation.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel, sounds_finished
 
 
 def split_whole(text: str, **options: int) -> list[str]:

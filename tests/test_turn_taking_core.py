@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npcserver.endpoint import Endpointer, FakeVad
-from npcserver.turn_taking import (
+from npcserver.conversation.endpoint import Endpointer, FakeVad
+from npcserver.conversation.turn_taking import (
     Command,
     CommitSpeculation,
     DropSpeculation,

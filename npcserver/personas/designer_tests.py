@@ -2,19 +2,19 @@
 
 `npcserver personas test [ID] [--runs N]` prints each test's pass rate and the replies that failed;
 the server runs the tests of a persona in the background after each hot reload and logs the result.
-A reply passes when it says every `must_say`, none of `must_not_say` (`npcserver.claims.says`), and
-is in form (`npcserver.reply_form`). Failing tests never stop a persona from loading.
+A reply passes when it says every `must_say`, none of `must_not_say` (`npcserver.conversation.claims.says`), and
+is in form (`npcserver.conversation.reply_form`). Failing tests never stop a persona from loading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from npcserver.claims import says
-from npcserver.persona_turn import reply_to_text
+from npcserver.conversation.claims import says
+from npcserver.conversation.persona_turn import reply_to_text
+from npcserver.conversation.pipeline import ModelRunner
+from npcserver.conversation.reply_form import form_problems
 from npcserver.personas import Persona, PersonaTest
-from npcserver.pipeline import ModelRunner
-from npcserver.reply_form import form_problems
 
 
 @dataclass

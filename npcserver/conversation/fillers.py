@@ -12,8 +12,8 @@ import logging
 import time
 
 from npcserver.backends.base import Speech
+from npcserver.conversation.pipeline import ModelRunner
 from npcserver.personas import Persona
-from npcserver.pipeline import ModelRunner
 
 log = logging.getLogger(__name__)
 FILLERS_NEEDED_AFTER_S = 1.0  # a new session's first turn is at least this far away: other players' speech goes first

@@ -26,8 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npcserver.endpoint import SAMPLE_RATE, Endpointer, SpeechPaused, SpeechResumed, SpeechStarted, TurnEnded
-from npcserver.text import sounds_finished
+from npcserver.conversation.endpoint import (
+    SAMPLE_RATE,
+    Endpointer,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TurnEnded,
+)
+from npcserver.conversation.text import sounds_finished
 
 TURN_DETECTOR_SECONDS = 8  # Smart Turn hears the last 8 s of the utterance
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from npcserver.backends.base import ChatMessage
-from npcserver.knowledge import in_person
+from npcserver.conversation.knowledge import in_person
 from npcserver.personas import Persona
 
 MAX_PLAYER_CHARS = 300

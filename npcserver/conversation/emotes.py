@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from npcserver.text import stage_directions
+from npcserver.conversation.text import stage_directions
 
 _WORD = re.compile(r"[a-z]+")
 _MIN_STEM = 3  # "sing" is not "s" + "ing"

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from npcserver.claims import claims_of, normalise_for_matching, unsupported, vocabulary
-from npcserver.knowledge import FactMatch, Lookup, spoken_fact
+from npcserver.conversation.claims import claims_of, normalise_for_matching, unsupported, vocabulary
+from npcserver.conversation.knowledge import FactMatch, Lookup, spoken_fact
+from npcserver.conversation.prompt import names_topic
+from npcserver.conversation.reply_form import echoes
 from npcserver.personas import Persona
-from npcserver.prompt import names_topic
-from npcserver.reply_form import echoes
 
 _SENTENCE_END = (".", "!", "?", "…")
 MAX_SENTENCES = 3

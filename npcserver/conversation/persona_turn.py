@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from npcserver.conversation.pipeline import Emit, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
+from npcserver.conversation.prompt import build_messages, context_note, deflection_for, remembered
 from npcserver.personas import Persona
-from npcserver.pipeline import Emit, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
-from npcserver.prompt import build_messages, context_note, deflection_for, remembered
 
 
 def persona_turn_request(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from npcserver.claims import COINS, DIRECTIONS, claims_of, words_to_digits
+from npcserver.conversation.claims import COINS, DIRECTIONS, claims_of, words_to_digits
 
 PRICE, TIME, DURATION, PERSON, PLACE, AMOUNT = "price", "time", "duration", "person", "place", "amount"
 

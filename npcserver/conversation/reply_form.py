@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import re
 
-from npcserver.claims import normalise_for_matching
+from npcserver.conversation.claims import normalise_for_matching
 from npcserver.personas import Persona
 
 _SENTENCE = re.compile(r"[^.!?…]+[.!?…]*")

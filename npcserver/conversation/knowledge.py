@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npcserver.answer_kinds import asked_kinds, given_kinds
 from npcserver.backends.base import SentenceEmbedder
+from npcserver.conversation.answer_kinds import asked_kinds, given_kinds
 from npcserver.personas import Persona
 
 # Measured on loadtest/dialogue_questions.toml (75 fact questions, 20 small-talk lines, MiniLM-L6):

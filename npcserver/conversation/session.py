@@ -27,13 +27,25 @@ import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
+from npcserver.conversation.endpoint import Endpointer, TurnEnded
+from npcserver.conversation.fillers import FillerCache, LatenessForecast
+from npcserver.conversation.persona_turn import persona_turn_request
+from npcserver.conversation.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn
+from npcserver.conversation.prompt import build_messages, event_line, persona_prefix
+from npcserver.conversation.turn_taking import (
+    Command,
+    CommitSpeculation,
+    DropSpeculation,
+    PauseRule,
+    ScoreTurnEnd,
+    StartSpeculation,
+    StartTurn,
+    StopSpeaking,
+    TurnTaking,
+    TurnTakingRules,
+)
 from npcserver.edge.limits import TokenBucket, context_refusal
-from npcserver.endpoint import Endpointer, TurnEnded
-from npcserver.fillers import FillerCache, LatenessForecast
-from npcserver.persona_turn import persona_turn_request
 from npcserver.personas import Persona
-from npcserver.pipeline import Emit, ModelRunner, StageError, TurnOutput, TurnRequest, TurnResult, run_turn
-from npcserver.prompt import build_messages, event_line, persona_prefix
 from npcserver.protocol import (
     AudioFormat,
     ClientMessage,
@@ -53,18 +65,6 @@ from npcserver.protocol import (
     Text,
     TurnEnd,
     parse_client_message,
-)
-from npcserver.turn_taking import (
-    Command,
-    CommitSpeculation,
-    DropSpeculation,
-    PauseRule,
-    ScoreTurnEnd,
-    StartSpeculation,
-    StartTurn,
-    StopSpeaking,
-    TurnTaking,
-    TurnTakingRules,
 )
 
 log = logging.getLogger(__name__)

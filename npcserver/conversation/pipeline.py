@@ -33,16 +33,16 @@ from npcserver.backends.base import (
     Transcript,
     VoiceSettings,
 )
-from npcserver.emotes import emotes_named
-from npcserver.grounding import ReplyCheck
-from npcserver.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
+from npcserver.conversation.emotes import emotes_named
+from npcserver.conversation.grounding import ReplyCheck
+from npcserver.conversation.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
+from npcserver.conversation.phrase_cache import PhraseAudioCache
+from npcserver.conversation.prompt import NOTHING_SAID
+from npcserver.conversation.scheduling import DeadlineExecutor
+from npcserver.conversation.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
+from npcserver.conversation.visemes import visemes_of
 from npcserver.personas import Persona
-from npcserver.phrase_cache import PhraseAudioCache
-from npcserver.prompt import NOTHING_SAID
 from npcserver.protocol import AudioEnd, AudioStart, Emote, Reply, ServerMessage, TranscriptMessage, Visemes
-from npcserver.scheduling import DeadlineExecutor
-from npcserver.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
-from npcserver.visemes import visemes_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
