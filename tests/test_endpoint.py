@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pytest
 
+from npcserver.audio import ASR_SAMPLE_RATE
 from npcserver.conversation.endpoint import (
     FRAME_SAMPLES,
-    SAMPLE_RATE,
     Endpointer,
     EndpointEvent,
     FakeVad,
@@ -20,11 +20,11 @@ from npcserver.conversation.endpoint import (
     TurnEnded,
 )
 
-MS = SAMPLE_RATE // 1000  # samples per millisecond
+MS = ASR_SAMPLE_RATE // 1000  # samples per millisecond
 
 
 def tone(ms: float, amplitude: float = 0.1) -> np.ndarray:
-    t = np.arange(int(ms * MS)) / SAMPLE_RATE
+    t = np.arange(int(ms * MS)) / ASR_SAMPLE_RATE
     return (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
@@ -256,7 +256,7 @@ def test_max_length_cuts_a_long_monologue_and_goes_on_listening() -> None:
     turns = of_type(events, TurnEnded)
     assert [t.reason for t in turns] == ["max_length", "silence"]
     first, second = turns
-    assert first.speech_end_sample - first.speech_start_sample == pytest.approx(2.0 * SAMPLE_RATE, abs=FRAME_SAMPLES)
+    assert first.speech_end_sample - first.speech_start_sample == pytest.approx(2.0 * ASR_SAMPLE_RATE, abs=FRAME_SAMPLES)
     # the second turn continues where the first was cut, without repeating audio
     assert second.utterance_start_sample == first.utterance_start_sample + first.utterance.size
     assert len(of_type(events, SpeechStarted)) == 2
@@ -399,7 +399,7 @@ def synthesize_question() -> tuple[np.ndarray, int, int]:
     def say(text: str) -> np.ndarray:
         config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
         audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, config)])
-        return resample(audio, voice.config.sample_rate, SAMPLE_RATE)
+        return resample(audio, voice.config.sample_rate, ASR_SAMPLE_RATE)
 
     speech = np.concatenate(
         [say("Good morning, blacksmith. Can you fix my sword"), silence(200), say("before nightfall?")]

@@ -25,9 +25,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from npcserver.audio import rms_dbfs
+from npcserver.audio import ASR_SAMPLE_RATE, rms_dbfs
 
-SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512  # 32 ms: the frame size the Silero model was trained on at 16 kHz
 CONTEXT_SAMPLES = 64  # Silero v6 looks at the previous frame's last 64 samples too
 HYSTERESIS = 0.15  # speech continues until the probability falls this far below the start threshold
@@ -67,7 +66,7 @@ class TurnEnded:
     @property
     def endpoint_delay_ms(self) -> float:
         """Audio time between the end of speech and the decision that the turn is over."""
-        return (self.detected_at_sample - self.speech_end_sample) * 1000.0 / SAMPLE_RATE
+        return (self.detected_at_sample - self.speech_end_sample) * 1000.0 / ASR_SAMPLE_RATE
 
 
 EndpointEvent = SpeechStarted | SpeechPaused | SpeechResumed | TurnEnded
@@ -175,7 +174,7 @@ class FakeVad:
 
 # ---------------------------------------------------------------------------------------- endpointer
 def _ms_to_samples(ms: float) -> int:
-    return round(ms * SAMPLE_RATE / 1000.0)
+    return round(ms * ASR_SAMPLE_RATE / 1000.0)
 
 
 class Endpointer:
@@ -253,7 +252,7 @@ class Endpointer:
         self.base_end_silence_ms = float(end_silence_ms)
         self.min_speech_samples = _ms_to_samples(min_speech_ms)
         self.pre_roll_samples = _ms_to_samples(pre_roll_ms)
-        self.max_utterance_samples = int(max_utterance_s * SAMPLE_RATE)
+        self.max_utterance_samples = int(max_utterance_s * ASR_SAMPLE_RATE)
         # never longer than the end silence: the utterance must be complete when the turn ends
         self.trailing_samples = min(_ms_to_samples(trailing_ms), _ms_to_samples(end_silence_ms))
         self.adaptive = adaptive
@@ -507,7 +506,7 @@ class Endpointer:
         events.append(SpeechStarted(at_sample=self._speech_start))
 
     def _remember_pause(self, samples: int) -> None:
-        self._pauses_ms.append(samples * 1000.0 / SAMPLE_RATE)
+        self._pauses_ms.append(samples * 1000.0 / ASR_SAMPLE_RATE)
         if self.adaptive and len(self._pauses_ms) >= self.ADAPTIVE_MIN_PAUSES:
             p90 = self._usual_pause_ms = float(np.percentile(np.fromiter(self._pauses_ms, float), 90))
             upper = self.base_end_silence_ms * self.ADAPTIVE_MAX_FACTOR
@@ -548,7 +547,6 @@ def utterance_contains(turn: TurnEnded, sample: int) -> bool:
 
 __all__ = [
     "FRAME_SAMPLES",
-    "SAMPLE_RATE",
     "EndpointEvent",
     "Endpointer",
     "FakeVad",

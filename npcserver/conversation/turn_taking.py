@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from npcserver.audio import ASR_SAMPLE_RATE
 from npcserver.conversation.endpoint import (
-    SAMPLE_RATE,
     Endpointer,
     SpeechPaused,
     SpeechResumed,
@@ -40,7 +40,7 @@ TURN_DETECTOR_SECONDS = 8  # Smart Turn hears the last 8 s of the utterance
 
 
 def _samples(ms: float) -> int:
-    return round(ms * SAMPLE_RATE / 1000.0)
+    return round(ms * ASR_SAMPLE_RATE / 1000.0)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -265,7 +265,7 @@ class TurnTaking:
         self._pause = _Pause(paused.at_sample)
         audio = self._with_continued(paused.utterance_so_far)
         if self.rules.pause.uses_detector and not self.push_to_talk:
-            commands.append(ScoreTurnEnd(paused.at_sample, audio[-TURN_DETECTOR_SECONDS * SAMPLE_RATE :]))
+            commands.append(ScoreTurnEnd(paused.at_sample, audio[-TURN_DETECTOR_SECONDS * ASR_SAMPLE_RATE :]))
         if not self.rules.speculative or self._speculation is not None or models_busy:
             return
         number = self.turn + 1
