@@ -54,12 +54,13 @@ def asked_kinds(line: str) -> frozenset[str]:
 def given_kinds(fact: str) -> frozenset[str]:
     """The kinds of answer the fact holds ("The gate closes at sundown." -> {time, place})."""
     claims = claims_of(fact)
+    digits = words_to_digits(fact)
     kinds: set[str] = set()
     if claims.coins & COINS and claims.numbers:
         kinds.add(PRICE)
-    if _DURATION_WORDS.search(words_to_digits(fact)):
+    if _DURATION_WORDS.search(digits):
         kinds.add(DURATION)
-    if _TIME_WORDS.search(words_to_digits(fact)):
+    if _TIME_WORDS.search(digits):
         kinds.add(TIME)
     if claims.directions or _PLACE_WORDS.search(fact) or any(word in DIRECTIONS for word in fact.lower().split()):
         kinds.add(PLACE)

@@ -21,7 +21,7 @@ import math
 import mimetypes
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -165,10 +165,11 @@ class NpcServer:
         if self.settings.persona_tests_on_reload:
             self.personas.add_listener(self._test_reloaded_persona)
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background_done)
+        return task
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
@@ -206,10 +207,7 @@ class NpcServer:
         running = self._persona_tests.pop(change.id, None)
         if running is not None:
             running.cancel()  # a newer save supersedes it
-        task = asyncio.ensure_future(self._run_persona_tests(persona, self.runner))
-        self._persona_tests[change.id] = task
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+        self._persona_tests[change.id] = self._spawn(self._run_persona_tests(persona, self.runner))
 
     async def _run_persona_tests(self, persona: Persona, runner: ModelRunner) -> None:
         from npcserver.personas.designer_tests import PASSING_RATE, pass_rate, report_lines, run_persona_tests
