@@ -572,3 +572,22 @@ def sounds_finished(transcript: str) -> bool:
     if not words or words[-1] in CONTINUATION_WORDS:
         return False
     return not is_backchannel(text)
+
+
+_MIN_STEM = 3  # "sing" is not "s" + "ing"
+
+
+def word_stem(word: str) -> str:
+    """A crude English stem, enough for gestures and wares: nods/nodding/nodded -> nod, smiles/smiling
+    -> smil, lanterns -> lantern, charms -> charm (lowercase in, lowercase out)."""
+    if word.endswith("ies") and len(word) > _MIN_STEM + 1:
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= _MIN_STEM:
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("e") and len(word) > _MIN_STEM:
+        word = word[:-1]
+    if len(word) > _MIN_STEM and word[-1] == word[-2] and word[-1] not in "aeiou":
+        word = word[:-1]  # nodd -> nod
+    return word

@@ -11,13 +11,15 @@ uses.
 """
 
 from npcserver.personas.loading import check_paths, content_version, load_persona_file, parse_persona, persona_files
-from npcserver.personas.persona import ContextKey, ExampleLine, Persona, PersonaTest
+from npcserver.personas.persona import Action, ActionArg, ContextKey, ExampleLine, Persona, PersonaTest
 from npcserver.personas.problems import LoadResult, PersonaFileError, PersonaProblem
 from npcserver.personas.schema import SCHEMA_FILE_NAME, persona_json_schema
 from npcserver.personas.spec import VoiceResolver
 
 __all__ = [
     "SCHEMA_FILE_NAME",
+    "Action",
+    "ActionArg",
     "ContextKey",
     "ExampleLine",
     "LoadResult",

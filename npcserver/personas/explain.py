@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from npcserver.models import EMBEDDED_VOICE
+from npcserver.personas.action_checks import action_problems
 from npcserver.personas.problems import PersonaProblem
 from npcserver.personas.spec import ID_PATTERN, TABLES, DialogueSpec, PersonaSpec, SpecTable, VoiceResolver
 from npcserver.personas.toml_lines import KeyLines
@@ -59,10 +61,44 @@ def _field_name(loc: Sequence[Any]) -> str:
 
 
 def _model_for(loc: Sequence[Any]) -> type[SpecTable]:
-    """The table class that owns the last key of `loc`."""
-    if len(loc) <= 1:
-        return PersonaSpec
-    return TABLES.get(str(loc[0]), PersonaSpec)
+    """The table class that owns the last key of `loc`, following nested tables ("actions", 0,
+    "args", "item", "values" -> the action argument's table)."""
+    model: type[SpecTable] = PersonaSpec
+    keys = [part for part in loc[:-1] if isinstance(part, str)]
+    position = 0
+    while position < len(keys):
+        info = model.model_fields.get(keys[position])
+        inner = _table_in(info.annotation) if info is not None else None
+        if inner is None:
+            break
+        model, by_name = inner
+        position += 2 if by_name else 1  # a table of tables by name: the next key is a name, not a field
+    return model
+
+
+def _table_in(annotation: Any) -> tuple[type[SpecTable], bool] | None:
+    """The table class an annotation holds (itself, in a list, or as a dict's values: True)."""
+    if isinstance(annotation, type) and issubclass(annotation, SpecTable):
+        return annotation, False
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and isinstance(args[0], type) and issubclass(args[0], SpecTable):
+        return args[0], False
+    if typing.get_origin(annotation) is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], SpecTable):
+        return args[1], True
+    return None
+
+
+_ARRAY_TABLES = ("example_lines", "tests", "actions")
+
+
+def _where(loc: Sequence[Any]) -> str:
+    """Where a key sits, as the file writes it: "in [voice]", "in [[actions]]", "in actions.args.item"."""
+    keys = [part for part in loc[:-1] if isinstance(part, str)]
+    if not keys:
+        return "at the top level"
+    if len(keys) > 1:
+        return "in " + ".".join(keys)
+    return f"in [[{keys[0]}]]" if keys[0] in _ARRAY_TABLES else f"in [{keys[0]}]"
 
 
 def _field_info(loc: Sequence[Any]) -> Any:
@@ -89,8 +125,7 @@ def _example_snippet(loc: Sequence[Any]) -> str:
         return ""
     snippet = f"{keys[-1]} = {rendered}"
     if keys[0] in TABLES and len(keys) > 1:
-        table = f"[[{keys[0]}]]" if keys[0] == "example_lines" else f"[{keys[0]}]"
-        return f"under {table}: {snippet}"
+        return f"{_where(loc).replace('in ', 'under ', 1)}: {snippet}"
     return snippet
 
 
@@ -234,6 +269,10 @@ def explain_validation_error(
             )
         elif kind == "string_pattern_mismatch":
             problems.append(_pattern_problem(file, loc, line, value))
+        elif kind == "literal_error":
+            problems.append(
+                PersonaProblem(file, name, line, f"{_describe_value(value)} is not allowed.", f"Use {ctx.get('expected', 'one of the listed words')}.")
+            )
         else:  # pragma: no cover - a kind the format does not produce today
             problems.append(PersonaProblem(file, name, line, str(error["msg"]) + "."))
     return problems
@@ -265,6 +304,15 @@ def _pattern_problem(file: Path, loc: tuple[Any, ...], line: int | None, value: 
             f"{_describe_value(value)} is not an emote name.",
             'Use lowercase words joined by _ (at most four), as the game names the animation, e.g. "smile" or "shake_head".',
         )
+    if loc and loc[0] == "actions":
+        return PersonaProblem(
+            file,
+            name,
+            line,
+            f"{_describe_value(value)} has the wrong form.",
+            "Action ids and argument names: lowercase letters, digits and _, starting with a letter (sell_item). "
+            "Argument values and required words: lowercase words as a player says them (\"lucky charm\").",
+        )
     if loc and loc[0] == "context_keys":
         return PersonaProblem(
             file,
@@ -280,11 +328,7 @@ def _unknown_field_problem(file: Path, loc: tuple[Any, ...], line: int | None) -
     key = str(loc[-1])
     owner = _model_for(loc)
     known = list(owner.model_fields)
-    where = (
-        ("in [[example_lines]]" if loc[0] == "example_lines" else f"in [{loc[0]}]")
-        if len(loc) > 1
-        else "at the top level"
-    )
+    where = _where(loc)
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     elsewhere = {f: t for t, m in TABLES.items() for f in m.model_fields} if len(loc) == 1 else {}
     close_elsewhere = difflib.get_close_matches(key, list(elsewhere), n=1, cutoff=0.75) if not close else []
@@ -368,6 +412,7 @@ def cross_field_problems(
             )
 
     problems.extend(_test_pattern_problems(file, raw, lines))
+    problems.extend(action_problems(file, raw, lines))
 
     emotes = raw.get("emotes")
     if isinstance(emotes, list):

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from npcserver.backends.base import VoiceSettings
 from npcserver.models import EMBEDDED_VOICE, resolve_piper_voice
 from npcserver.personas.explain import cross_field_problems, explain_validation_error, syntax_problem
-from npcserver.personas.persona import ContextKey, ExampleLine, Persona, PersonaTest
+from npcserver.personas.persona import Action, ActionArg, ContextKey, ExampleLine, Persona, PersonaTest
 from npcserver.personas.problems import LoadResult, PersonaProblem
-from npcserver.personas.spec import PersonaSpec, VoiceResolver
+from npcserver.personas.spec import ActionSpec, PersonaSpec, VoiceResolver
 from npcserver.personas.toml_lines import KeyLines
 
 
@@ -125,10 +125,25 @@ def _to_persona(spec: PersonaSpec, file: Path, version: str, default_voice: str)
         latency_budget_ms=spec.latency.budget_ms,
         fillers=tuple(f.strip() for f in spec.latency.fillers),
         emotes=tuple(spec.emotes),
+        actions=tuple(_to_action(action) for action in spec.actions),
         context_keys=tuple(ContextKey(k, v) for k, v in spec.context_keys.items()),
         tests=tuple(PersonaTest(t.player.strip(), tuple(t.must_say), tuple(t.must_not_say)) for t in spec.tests),
         source=file,
         version=version,
+    )
+
+
+def _to_action(spec: ActionSpec) -> Action:
+    return Action(
+        id=spec.id,
+        means=spec.means.strip(),
+        player_lines=tuple(line.strip() for line in spec.player_lines),
+        args=tuple(
+            ActionArg(name, tuple(arg.values), arg.min, arg.max, arg.default) for name, arg in spec.args.items()
+        ),
+        requires_words=tuple(word.strip() for word in spec.requires_words),
+        refusal=spec.refusal.strip() if spec.refusal else None,
+        confirm=spec.confirm.strip() if spec.confirm else None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,55 @@ class ContextKey:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionArg:
+    """One argument of a declared action: one of `values`, or (integer) a whole number in [low, high]."""
+
+    name: str
+    values: tuple[str, ...] = ()  # a choice's allowed values; empty for an integer
+    low: int | None = None
+    high: int | None = None
+    default: str | int | None = None  # None: the player must name it
+
+    @property
+    def is_integer(self) -> bool:
+        return not self.values
+
+    def allows(self, value: object) -> bool:
+        if self.is_integer:
+            return (
+                isinstance(value, int) and not isinstance(value, bool)
+                and (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+            )
+        return value in self.values
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Something the game carries out when a turn calls for it (`[[actions]]` in the persona file)."""
+
+    id: str
+    means: str
+    player_lines: tuple[str, ...]
+    args: tuple[ActionArg, ...] = ()
+    requires_words: tuple[str, ...] = ()
+    refusal: str | None = None
+    confirm: str | None = None
+
+    def accepts(self, args: Mapping[str, object]) -> bool:
+        """Whether `args` names every argument of this action, each with an allowed value, and no other."""
+        return set(args) == {arg.name for arg in self.args} and all(arg.allows(args[arg.name]) for arg in self.args)
+
+    def confirmation(self, args: Mapping[str, object]) -> str | None:
+        """The confirm line with its {argument} placeholders filled."""
+        if self.confirm is None:
+            return None
+        line = self.confirm
+        for name, value in args.items():
+            line = line.replace("{" + name + "}", str(value))
+        return line
+
+
+@dataclass(frozen=True, slots=True)
 class Persona:
     id: str
     name: str
@@ -52,10 +102,14 @@ class Persona:
     latency_budget_ms: int
     fillers: tuple[str, ...]
     emotes: tuple[str, ...] = ()
+    actions: tuple[Action, ...] = ()
     context_keys: tuple[ContextKey, ...] = ()
     tests: tuple[PersonaTest, ...] = ()
     source: Path | None = field(default=None, compare=False)
     version: str = ""  # content hash of the file it came from
+
+    def action(self, action_id: str) -> Action | None:
+        return next((action for action in self.actions if action.id == action_id), None)
 
     def generation_options(self, seed: int | None = None) -> GenerationOptions:
         # ~1.4 tokens per English word for SmolLM2's tokenizer, plus room to finish the sentence.

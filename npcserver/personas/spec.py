@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,9 @@ from npcserver.models import EMBEDDED_VOICE
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 CONTEXT_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 EMOTE_PATTERN = r"^[a-z]+(?:_[a-z]+){0,3}$"  # words joined by _, as the game's animation is named
+ACTION_ID_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"  # as the game names the function it runs
+ARG_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+ARG_VALUE_PATTERN = r"^[a-z0-9][a-z0-9' -]{0,39}$"  # words a player says: "lantern", "healing salve"
 VALUE_PLACEHOLDER = "{value}"
 
 VoiceResolver = Callable[[str, Path], "Path | None"]
@@ -185,6 +188,70 @@ class LatencySpec(SpecTable):
     )
 
 
+ArgValue = Annotated[str, Field(pattern=ARG_VALUE_PATTERN)]
+ArgName = Annotated[str, Field(pattern=ARG_NAME_PATTERN)]
+RequiredWord = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9' -]+$")]
+
+
+class ActionArgSpec(SpecTable):
+    """One argument of an action: a word from a list (`values`) or a whole number (`type = "integer"`)."""
+
+    type: Literal["choice", "integer"] = Field(
+        default="choice",
+        description='"choice": one of `values`, as the player names it; "integer": a whole number from `min` to `max` ("two lanterns" gives 2).',
+        examples=["integer"],
+    )
+    values: list[ArgValue] = Field(
+        default_factory=list,
+        max_length=30,
+        description="For a choice: the allowed values, lowercase, as a player says them (plurals are matched too). The game receives the value as written here.",
+        examples=[["rope", "lantern", "lucky charm"]],
+    )
+    min: int | None = Field(default=None, ge=-1_000_000, le=1_000_000, description="For an integer: the smallest value.", examples=[1])
+    max: int | None = Field(default=None, ge=-1_000_000, le=1_000_000, description="For an integer: the largest value.", examples=[10])
+    default: str | int | None = Field(
+        default=None,
+        description="Used when the player does not say the argument. Without one the argument is required: the action is not sent unless the player names it.",
+        examples=[1],
+    )
+
+
+class ActionSpec(SpecTable):
+    """Something the game carries out when a turn calls for it (sell an item, open a gate). The
+    server sends `{"type":"action","id":...,"args":{...}}` to the game; only declared actions with
+    declared argument values are ever sent."""
+
+    id: str = Field(pattern=ACTION_ID_PATTERN, description="The action's name, as the game's code knows it.", examples=["sell_item"])
+    means: str = _text(200, "What happens in the game when it is sent; the model is told it while it replies.", "Pip sells the player an item; the game takes the price.")
+    player_lines: list[Line] = Field(
+        min_length=2,
+        max_length=12,
+        description="Things a player says that call for the action (requests, not questions about it): the server compares each player line with these. 3-5 different phrasings work best.",
+        examples=[["I'll buy a lantern.", "Sell me some rope."]],
+    )
+    args: dict[ArgName, ActionArgSpec] = Field(
+        default_factory=dict,
+        max_length=4,
+        description="The action's arguments by name, e.g. args.item = { values = [\"rope\", \"lantern\"] }.",
+    )
+    requires_words: list[RequiredWord] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Words the player's line must contain for the action (a password). A line with all of them and a request calls for it; a request without them gets `refusal`.",
+        examples=[["hawthorn"]],
+    )
+    refusal: Line | None = Field(
+        default=None,
+        description="What the NPC says when the player asks for the action without `requires_words`. Without it the model answers.",
+        examples=["No password, no entry."],
+    )
+    confirm: Line | None = Field(
+        default=None,
+        description="Said first when the action is sent, so the reply agrees with it; {name} is replaced by an argument's value. Without it the model is only told what it is doing.",
+        examples=["Sold! The {item} is yours."],
+    )
+
+
 class PersonaSpec(SpecTable):
     """An NPC persona: one TOML file in voices/, named after its id."""
 
@@ -227,6 +294,11 @@ class PersonaSpec(SpecTable):
     dialogue: DialogueSpec = Field(default_factory=DialogueSpec, description=DialogueSpec.__doc__)
     voice: VoiceSpec = Field(default_factory=VoiceSpec, description=VoiceSpec.__doc__)
     latency: LatencySpec = Field(default_factory=LatencySpec, description=LatencySpec.__doc__)
+    actions: list[ActionSpec] = Field(
+        default_factory=list,
+        max_length=12,
+        description="Actions the game carries out, written as [[actions]] tables: when a player's line calls for one, the game gets an `action` message.",
+    )
     tests: list[PersonaTestSpec] = Field(
         default_factory=list,
         max_length=50,
@@ -248,4 +320,5 @@ TABLES: dict[str, type[SpecTable]] = {
     "voice": VoiceSpec,
     "latency": LatencySpec,
     "tests": PersonaTestSpec,
+    "actions": ActionSpec,
 }
