@@ -1,0 +1,255 @@
+"""Which declared action, if any, a player's line calls for, and with which arguments.
+
+A 135M model cannot be trusted to call functions, and the game must never get an action nobody
+asked for, so the model does not choose: the line is compared, by meaning, with the action's own
+`player_lines` and with lines that call for nothing (the persona's example and test lines, and
+questions about the wares: "how much is the lantern?" is not a purchase). The ware is not part of
+the comparison: every declared value in a line is replaced by one word first, so "I'll take the
+saffron" is as near "I'll buy a lantern" as "I'll take the lantern" is. The arguments are then read
+from the words themselves (a declared value, or a number just before it), never guessed: a line
+that names no value, or two, sends nothing.
+
+Built once per persona version; a decision costs one embedding of the line (~20 ms on one thread).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from npcserver.backends.base import SentenceEmbedder
+from npcserver.conversation.claims import words_to_digits
+from npcserver.conversation.requests import not_supposed, request_parts
+from npcserver.conversation.text import word_stem
+from npcserver.personas import Action, ActionArg, Persona
+
+# Measured with `python -m loadtest.actions --detect-only` (see that module for the figures): a line
+# must be this near one of the action's lines, and this much nearer them than any line that calls
+# for nothing. Sending a wrong action is worse than sending none, so both bars lean high.
+ACTION_BAR = 0.3
+# two actions that could both take the line must be this far apart, or neither is sent
+ACTIONS_APART = 0.05
+SHORT_REPLY_WORDS = 5  # a line this short may only answer the NPC ("yes, do it"): it is read with the line before
+WARE = "thing"  # what every declared value becomes before lines are compared
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    """A declared action with allowed arguments: what the game is sent."""
+
+    action: Action
+    args: dict[str, str | int]
+
+    @property
+    def id(self) -> str:
+        return self.action.id
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDecision:
+    call: ActionCall | None = None
+    refusal: str | None = None  # the line asks for an action whose required words it lacks: say this
+    score: float = 0.0  # the nearest action line's similarity (for logs and the benchmark)
+    nearest: str | None = None  # that action's id, called or not
+
+
+NO_ACTION = ActionDecision()
+
+
+def _stems(text: str) -> list[str]:
+    return [word_stem(word) for word in _WORD.findall(text.lower())]
+
+
+def _value_spans(value: str, stems: Sequence[str]) -> list[tuple[int, int]]:
+    """Where the text (as stems) names a value: all its words in order, or a multi-word value's last
+    word alone ("a salve" names "healing salve")."""
+    words = _stems(value)
+    spans = [(i, i + len(words)) for i in range(len(stems) - len(words) + 1) if list(stems[i : i + len(words)]) == words]
+    if not spans and len(words) > 1:
+        spans = [(i, i + 1) for i, stem in enumerate(stems) if stem == words[-1]]
+    return spans
+
+
+def values_named(arg: ActionArg, text: str) -> list[str]:
+    """The argument's declared values the text names, in the order declared."""
+    stems = _stems(text)
+    return [value for value in arg.values if _value_spans(value, stems)]
+
+
+NUMBER_REACH = 3  # "five pinches of saffron", "three of them spices": the count is a few words before
+
+
+def _number_before(text: str, value: str, arg: ActionArg) -> int | None:
+    """The number said a few words before the value ("two lanterns", "3 maps"), if allowed."""
+    stems = _stems(words_to_digits(text))
+    for start, _ in _value_spans(value, stems):
+        for before in reversed(stems[max(0, start - NUMBER_REACH) : start]):
+            if before.isdigit():
+                return int(before) if arg.allows(int(before)) else None
+    return None
+
+
+def bind_args(action: Action, line: str, recent: str = "") -> dict[str, str | int] | None:
+    """The action's arguments read from the line (a value it does not name: from the exchange just
+    before, `recent`), or None when one cannot be read for sure (none named and no default, or two)."""
+    args: dict[str, str | int] = {}
+    named_value: str | None = None  # a value the line itself names (a count stands before it)
+    for arg in action.args:
+        if arg.is_integer:
+            continue
+        in_line = values_named(arg, line)
+        found = in_line or values_named(arg, recent)
+        if len(found) > 1:
+            return None  # "a lantern and a map": which one?
+        if found:
+            args[arg.name] = found[0]
+            named_value = found[0] if in_line else None
+        elif arg.default is not None:
+            args[arg.name] = arg.default
+        elif len(arg.values) == 1:
+            args[arg.name] = arg.values[0]
+        else:
+            return None
+    for arg in action.args:
+        if not arg.is_integer:
+            continue
+        number = _number_before(line, named_value, arg) if named_value is not None else _first_number(line, arg)
+        if number is not None:
+            args[arg.name] = number
+        elif arg.default is not None:
+            args[arg.name] = arg.default
+        else:
+            return None
+    return args if action.accepts(dict(args)) else None
+
+
+def _first_number(text: str, arg: ActionArg) -> int | None:
+    for word in _stems(words_to_digits(text)):
+        if word.isdigit() and arg.allows(int(word)):
+            return int(word)
+    return None
+
+
+def has_words(line: str, words: Sequence[str]) -> bool:
+    stems = _stems(line)
+    return all(_value_spans(word, stems) for word in words)
+
+
+class ActionIndex:
+    """A persona's actions and the lines that call for none, embedded, for one persona version."""
+
+    def __init__(self, persona: Persona, embedder: SentenceEmbedder) -> None:
+        self.persona = persona
+        self._embedder = embedder
+        self._values = sorted(
+            {value for action in persona.actions for arg in action.args for value in arg.values}, key=len, reverse=True
+        )
+        lines = [(action, line) for action in persona.actions for line in action.player_lines]
+        self._owners = [action for action, _ in lines]
+        self._vectors = embedder.embed([self._masked(line) for _, line in lines]) if lines else np.zeros((0, 1), np.float32)
+
+    def _masked(self, line: str) -> str:
+        """The line with each declared value said as one neutral word, so wares do not sway the match."""
+        masked = line
+        for value in self._values:
+            words = value.split()
+            head = re.escape(words[-1])
+            pattern = r"\b" + r"\s+".join(re.escape(word) for word in words[:-1]) + (r"\s+" if len(words) > 1 else "") + head
+            masked = re.sub(pattern + r"(?:e?s)?\b", WARE, masked, flags=re.IGNORECASE)
+            if len(words) > 1:
+                masked = re.sub(r"\b" + head + r"(?:e?s)?\b", WARE, masked, flags=re.IGNORECASE)
+        return masked
+
+    def _names_only_others(self, action: Action, line: str) -> bool:
+        """Whether the line names declared values, none of them this action's."""
+        own = {value for arg in action.args for value in values_named(arg, line)}
+        named = {value for other in self.persona.actions for arg in other.args for value in values_named(arg, line)}
+        return bool(named) and not own
+
+    def _candidates(self, line: str) -> tuple[list[str], list[Action]]:
+        """The parts of the line that ask for something, and the actions whose password it says."""
+        if not self.persona.actions or not line.strip():
+            return [], []
+        said = [action for action in self.persona.actions if action.requires_words and has_words(line, action.requires_words)]
+        return request_parts(line), said
+
+    def texts(self, line: str, previous: tuple[str, str] | None = None) -> list[str]:
+        """What `decide` compares with the action lines, masked; empty when the line asks for nothing
+        (a caller may embed these in a batch with other texts)."""
+        parts, said = self._candidates(line)
+        if not parts and not said:
+            return []
+        texts = [line, *parts]
+        if previous is not None and len(line.split()) <= SHORT_REPLY_WORDS:
+            texts.append(f"{previous[0]} {line}")  # "do it" after "can you fix my sword?"
+        return [self._masked(text) for text in texts]
+
+    def decide(
+        self, line: str, previous: tuple[str, str] | None = None, vectors: np.ndarray | None = None
+    ) -> ActionDecision:
+        """Which action the line calls for (blocking: one batch of embeddings, unless `vectors` are
+        those of `texts(line, previous)`). `previous` is the exchange just before (player, NPC), where
+        "I'll take it" finds what "it" is."""
+        texts = self.texts(line, previous)
+        if not texts:
+            return NO_ACTION
+        if vectors is None:
+            vectors = self._embedder.embed(texts)
+        parts, with_password = self._candidates(line)
+        scores = (vectors @ self._vectors.T).max(axis=0)
+        best: dict[str, float] = {}
+        for owner, score in zip(self._owners, scores, strict=True):
+            best[owner.id] = max(best.get(owner.id, -1.0), float(score))
+        ranked = sorted(best.items(), key=lambda item: -item[1])
+        recent = " ".join(previous) if previous is not None else ""
+        said = not_supposed(line)  # "if I bought two maps, ..." names no map to sell
+        for action_id, score in ranked:
+            if score < ACTION_BAR:
+                break
+            action = self.persona.action(action_id)
+            assert action is not None
+            said_words = action in with_password
+            if not parts and not said_words:
+                continue  # "Hawthorn." alone asks for nothing but the gate
+            if self._names_only_others(action, line):
+                continue  # "sell me some rope": rope is what Pip sells, not what he buys
+            if action.requires_words and not said_words:
+                return ActionDecision(None, action.refusal, score, action_id)
+            args = bind_args(action, said, recent)
+            if args is None:  # asked for, but for what? The model answers (and may ask which).
+                return ActionDecision(None, None, score, action_id)
+            if any(other_score > score - ACTIONS_APART and (other := self.persona.action(other_id)) is not None
+                   and bind_args(other, said, recent) is not None and not self._names_only_others(other, line)
+                   for other_id, other_score in ranked if other_id != action_id):
+                return ActionDecision(None, None, score, action_id)  # "mend this axe": sell it or mend it?
+            return ActionDecision(ActionCall(action, args), None, score, action_id)
+        top_id, top = ranked[0]
+        return ActionDecision(None, None, top, top_id)
+
+
+class NotDeclared(ValueError):
+    """An action the persona does not declare, or arguments outside its declared values."""
+
+
+def declared_call(persona: Persona, action_id: str, args: dict[str, object]) -> ActionCall:
+    """A game's own action (a `say` that carries one) checked against the persona's declarations."""
+    action = persona.action(action_id)
+    if action is None:
+        known = ", ".join(a.id for a in persona.actions) or "none"
+        raise NotDeclared(f"{persona.id} declares no action {action_id!r} (declared: {known})")
+    given = dict(args)
+    for arg in action.args:
+        if arg.name not in given and arg.default is not None:
+            given[arg.name] = arg.default
+    if not action.accepts(given):
+        wanted = ", ".join(
+            f"{arg.name}: " + (f"one of {list(arg.values)}" if arg.values else f"a whole number {arg.low}..{arg.high}")
+            for arg in action.args
+        ) or "no arguments"
+        raise NotDeclared(f"{action_id}: arguments {args} are not allowed; it takes {wanted}")
+    return ActionCall(action, {name: value for name, value in given.items() if isinstance(value, str | int)})
