@@ -64,6 +64,7 @@ def describe_turn(number: int, result: HeardTurn, npc_name: str, typed: str | No
         extra = [f"{key} {value:.0f}" for key, value in result.server_timings.items() if key not in TIMING_LABELS]
         lines.append("  server: " + ", ".join(known + extra))
     lines.extend(f"  emote:  {e.name} at {e.at_sample / result.reply_sample_rate:.2f} s" for e in result.emotes)
+    lines.extend(f"  action: {a.id}({', '.join(f'{k}={v!r}' for k, v in a.args.items())})" for a in result.actions)
     if result.visemes:
         last = result.visemes[-1]
         names = " ".join(v.name for v in result.visemes[:12])

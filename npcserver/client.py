@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from npcserver.protocol import SUPPORTED_SAMPLE_RATES as PROTOCOL_SAMPLE_RATES
 from npcserver.protocol import (
+    Action,
     AudioEnd,
     AudioFormat,
     AudioStart,
@@ -120,6 +121,7 @@ class HeardTurn:
     timed_out: bool = False
     visemes: tuple[Viseme, ...] = ()  # mouth shapes, when the session asked for them
     emotes: tuple[Emote, ...] = ()  # gestures the NPC's persona declared
+    actions: tuple[Action, ...] = ()  # what the game should carry out for this turn
 
     @property
     def ok(self) -> bool:
@@ -244,6 +246,7 @@ class _TurnCollector:
     timed_out: bool = False
     visemes: list[Viseme] = field(default_factory=list)
     emotes: list[Emote] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
 
     def result(self) -> HeardTurn:
         return HeardTurn(
@@ -268,6 +271,7 @@ class _TurnCollector:
             timed_out=self.timed_out,
             visemes=tuple(self.visemes),
             emotes=tuple(self.emotes),
+            actions=tuple(self.actions),
         )
 
 
@@ -570,6 +574,8 @@ class TalkSession:
             collector.visemes.extend(message.visemes)
         elif isinstance(message, Emote):
             collector.emotes.append(message)
+        elif isinstance(message, Action):
+            collector.actions.append(message)
         elif isinstance(message, AudioEnd):
             collector.audio_end_at = now
         elif isinstance(message, TurnEnd):

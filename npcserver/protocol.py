@@ -39,6 +39,7 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"  # the client sends faster than allowed
     IDLE_TIMEOUT = "idle_timeout"  # nothing received for too long (close 1000)
     NPC_BUSY = "npc_busy"  # an "event" while the NPC is answering or the player is talking: not reacted to
+    UNKNOWN_ACTION = "unknown_action"  # a "say" names an action the persona does not declare, or bad arguments
 
 
 class CloseCode:
@@ -102,11 +103,21 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionRequest:
+    """An action of the persona's `[[actions]]`, named with its arguments."""
+
+    id: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Say:
-    """A designer's line for the NPC to say as it is, as its own turn."""
+    """A designer's line for the NPC to say as it is, as its own turn; with `action`, the turn also
+    carries out that declared action (checked like any other: only declared ids and values)."""
 
     type: ClassVar[str] = "say"
     text: str
+    action: ActionRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +204,16 @@ class Emote:
 
 
 @dataclass(frozen=True, slots=True)
+class Action:
+    """Something the game carries out for this turn: a declared action with declared argument values."""
+
+    type: ClassVar[str] = "action"
+    turn: int
+    id: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class AudioEnd:
     type: ClassVar[str] = "audio_end"
     turn: int
@@ -219,12 +240,12 @@ class Error:
     retry_url: str | None = None  # where to reconnect when this node is full or draining
 
 
-ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | Visemes | Emote | AudioEnd | TurnEnd | Error
+ServerMessage = Ready | TranscriptMessage | Reply | AudioStart | Visemes | Emote | Action | AudioEnd | TurnEnd | Error
 
 CLIENT_TYPES: dict[str, type] = {cls.type: cls for cls in (Start, EndOfTurn, Text, Say, Event, Interrupt, Context)}
 SERVER_TYPES: dict[str, type] = {
     cls.type: cls
-    for cls in (Ready, TranscriptMessage, Reply, AudioStart, Visemes, Emote, AudioEnd, TurnEnd, Error)
+    for cls in (Ready, TranscriptMessage, Reply, AudioStart, Visemes, Emote, Action, AudioEnd, TurnEnd, Error)
 }
 
 # --------------------------------------------------------------------------- parsing
@@ -299,7 +320,11 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     if kind == "text":
         return Text(text=_field(data, "text", "text", str))
     if kind == "say":
-        return Say(text=_field(data, "say", "text", str))
+        action = _field(data, "say", "action", dict, required=False)
+        if action is not None:
+            args = _field(action, "say.action", "args", dict, required=False) or {}
+            action = ActionRequest(id=_field(action, "say.action", "id", str), args=args)
+        return Say(text=_field(data, "say", "text", str), action=action)
     if kind == "event":
         return Event(text=_field(data, "event", "text", str))
     if kind == "interrupt":

@@ -58,6 +58,7 @@ class FakeTalkServer:
 
         async def reply(number: int, transcript: str) -> None:
             await ws.send(json.dumps({"type": "transcript", "turn": number, "text": transcript, "final": True}))
+            await ws.send(json.dumps({"type": "action", "turn": number, "id": "sell_item", "args": {"item": "sword"}}))
             for piece in FAKE_REPLY:
                 await ws.send(json.dumps({"type": "reply", "turn": number, "text": piece}))
             await ws.send(json.dumps({"type": "audio_start", "turn": number}))
@@ -298,6 +299,7 @@ async def test_cli_asks_for_visemes_and_prints_them(
     assert fake_talk_server.starts[0]["visemes"] is True
     out = capsys.readouterr().out
     assert "visemes: 2 over 0.50 s: FF oh" in out and "emote:  nod at 0.00 s" in out
+    assert "action: sell_item(item='sword')" in out
 
 
 async def test_scripted_lines_and_game_events_are_turns(fake_talk_server: FakeTalkServer) -> None:

@@ -125,3 +125,25 @@ async def test_a_game_event_gets_a_spoken_reaction_and_a_scripted_line_is_said_a
     assert reaction and rms(bytes(talk.audio[1])) > 0.01 and reacted["interrupted"] is False
     said = "".join(m["text"] for m in talk.messages if m["type"] == "reply" and m["turn"] == 2)
     assert said == "Halt! The gate is closed after dark." and rms(bytes(talk.audio[2])) > 0.01
+
+
+async def test_a_spoken_request_triggers_the_declared_action_and_a_near_miss_does_not(server_url: str) -> None:
+    """Real ASR and encoder: "I need four new horseshoes" buys them; the shield she does not mend sends nothing."""
+    sent: dict[str, list[dict]] = {}
+    for name in ("horseshoes", "repair_shield"):
+        question, _ = recorded_question(name)
+        async with connect(server_url) as ws:
+            talk = Conversation(ws)
+            await talk.start(greeting=False)
+            await stream_like_a_mic(talk, silence(0.3) + question)
+            pump = asyncio.create_task(stream_like_a_mic(talk, silence(3.0)))
+            await talk.until("turn_end", timeout=60)
+            pump.cancel()
+        sent[name] = [m for m in talk.messages if m["type"] == "action"]
+        if name == "horseshoes":
+            kinds = [m["type"] for m in talk.messages]
+            assert kinds.index("action") < kinds.index("audio_start")  # the game hears of it before the voice
+            reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply")
+            assert reply.startswith("The horseshoes it is. Good iron.") and rms(bytes(talk.audio[1])) > 0.01
+    assert [(m["id"], m["args"]) for m in sent["horseshoes"]] == [("sell_item", {"item": "horseshoes"})]
+    assert sent["repair_shield"] == []  # a shield is not among the things she mends

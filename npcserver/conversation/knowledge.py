@@ -158,11 +158,17 @@ class KnowledgeIndex:
         ]
         self._topic_vectors = embedder.embed(topics) if topics else np.zeros((0, 1), dtype=np.float32)
 
-    def lookup(self, line: str) -> Lookup:
-        """The facts nearest the line (blocking: one embedding)."""
+    def query_text(self, line: str) -> str:
+        """What is embedded for the line (a caller may embed it in a batch with other texts)."""
+        return self._without_address(line)
+
+    def lookup(self, line: str, query: np.ndarray | None = None) -> Lookup:
+        """The facts nearest the line (blocking: one embedding, unless `query` is the embedding of
+        `query_text(line)` already)."""
         if not line.strip() or (not self._shown and not self.persona.forbidden_topics):
             return NOTHING_FOUND
-        query = self._embedder.embed([self._without_address(line)])[0]
+        if query is None:
+            query = self._embedder.embed([self.query_text(line)])[0]
         topic, topic_score = None, -1.0
         if len(self._topic_vectors):
             topic_scores = self._topic_vectors @ query

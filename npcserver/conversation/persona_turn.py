@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from npcserver.conversation.actions import ActionCall
 from npcserver.conversation.pipeline import Emit, ModelRunner, TurnOutput, TurnRequest, TurnResult, run_turn
 from npcserver.conversation.prompt import build_messages, context_note, deflection_for, remembered
 from npcserver.personas import Persona
@@ -28,13 +29,16 @@ def persona_turn_request(
     audio: np.ndarray | None = None,
     text: str | None = None,
     scripted_line: str | None = None,
+    scripted_action: ActionCall | None = None,
     resume_text: str | None = None,
 ) -> TurnRequest:
     shown = remembered(history, persona.history_turns)
     context = dict(context)
     return TurnRequest(
         turn=turn,
-        messages_for=lambda player_text, facts: build_messages(persona, shown, context, player_text, facts),
+        messages_for=lambda player_text, facts, action: build_messages(
+            persona, shown, context, player_text, facts, action.action if action is not None else None
+        ),
         voice=persona.voice,
         options=persona.generation_options(seed=seed),
         max_reply_words=persona.max_reply_words,
@@ -42,6 +46,8 @@ def persona_turn_request(
         audio=audio,
         text=text,
         scripted_line=scripted_line,
+        scripted_action=scripted_action,
+        previous=history[-1] if history and all(history[-1]) else None,
         resume_text=resume_text,
         # a 135M model does not reliably keep off forbidden topics: the designer's deflection answers them
         fixed_reply=lambda player_text: deflection_for(persona, player_text),

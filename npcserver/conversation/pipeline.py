@@ -33,6 +33,7 @@ from npcserver.backends.base import (
     Transcript,
     VoiceSettings,
 )
+from npcserver.conversation.actions import NO_ACTION, ActionCall, ActionDecision, ActionIndex
 from npcserver.conversation.emotes import emotes_named
 from npcserver.conversation.grounding import ReplyCheck
 from npcserver.conversation.knowledge import NOTHING_FOUND, KnowledgeIndex, Lookup
@@ -42,6 +43,7 @@ from npcserver.conversation.scheduling import DeadlineExecutor
 from npcserver.conversation.text import ClauseSplitter, ReplyLimiter, clean_for_speech, is_backchannel
 from npcserver.conversation.visemes import visemes_of
 from npcserver.personas import Persona
+from npcserver.protocol import Action as ActionMessage
 from npcserver.protocol import AudioEnd, AudioStart, Emote, Reply, ServerMessage, TranscriptMessage, Visemes
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class ModelRunner:
         if backends.turn_detector is not None:
             self._executors["turn"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")
         self._knowledge: dict[str, KnowledgeIndex] = {}  # by persona id: the index of its latest version
+        self._actions: dict[str, ActionIndex] = {}  # the same, for the persona's [[actions]]
         self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
@@ -139,15 +142,39 @@ class ModelRunner:
 
     async def look_up(self, persona: Persona, line: str) -> Lookup:
         """The persona facts the line asks about (NOTHING_FOUND without an embedder)."""
+        lookup, _ = await self.understand(persona, line)
+        return lookup
+
+    async def understand(
+        self, persona: Persona, line: str, previous: tuple[str, str] | None = None
+    ) -> tuple[Lookup, ActionDecision]:
+        """The facts the line asks about and the action it calls for, from one batch of embeddings
+        (NOTHING_FOUND and NO_ACTION without an embedder)."""
         if self.backends.embedder is None:
-            return NOTHING_FOUND
-        return await self._call("knowledge", lambda: self._index_of(persona).lookup(line))
+            return NOTHING_FOUND, NO_ACTION
+        return await self._call("knowledge", lambda: self._understand(persona, line, previous))
+
+    def _understand(self, persona: Persona, line: str, previous: tuple[str, str] | None) -> tuple[Lookup, ActionDecision]:
+        facts, actions = self._index_of(persona), self._actions_of(persona)
+        texts = [facts.query_text(line), *actions.texts(line, previous)]
+        assert self.backends.embedder is not None
+        vectors = self.backends.embedder.embed(texts)
+        return facts.lookup(line, vectors[0]), actions.decide(line, previous, vectors[1:])
 
     def knowledge_index(self, persona: Persona) -> None:
         """Build the persona's fact index in the background, so its first turn does not wait for it."""
         known = self._knowledge.get(persona.id)
         if self.backends.embedder is not None and (known is None or known.persona.version != persona.version):
-            self._executors["knowledge"].submit(self._index_of, persona).add_done_callback(_log_background_failure)
+            for build in (self._index_of, self._actions_of):
+                self._executors["knowledge"].submit(build, persona).add_done_callback(_log_background_failure)
+
+    def _actions_of(self, persona: Persona) -> ActionIndex:
+        """On the knowledge worker: the persona's action index, built when its version is new."""
+        index = self._actions.get(persona.id)
+        if index is None or index.persona.version != persona.version:
+            assert self.backends.embedder is not None
+            index = self._actions[persona.id] = ActionIndex(persona, self.backends.embedder)
+        return index
 
     def _index_of(self, persona: Persona) -> KnowledgeIndex:
         """On the knowledge worker: the persona's index, built (~100 ms) when its version is new."""
@@ -271,7 +298,7 @@ Emit = Callable[[ServerMessage | bytes], Awaitable[None]]
 @dataclass
 class TurnRequest:
     turn: int
-    messages_for: Callable[[str, tuple[str, ...]], list[ChatMessage]]  # player text, facts -> prompt
+    messages_for: Callable[[str, tuple[str, ...], ActionCall | None], list[ChatMessage]]  # text, facts, action -> prompt
     voice: VoiceSettings
     options: GenerationOptions
     max_reply_words: int
@@ -279,6 +306,8 @@ class TurnRequest:
     audio: np.ndarray | None = None  # the utterance at 16 kHz, or None for a typed line
     text: str | None = None
     scripted_line: str | None = None  # the game's own line (a "say"): spoken as the reply, no ASR or LLM
+    scripted_action: ActionCall | None = None  # the action a "say" carries out (checked against the persona)
+    previous: tuple[str, str] | None = None  # the exchange before this turn: "I'll take it" finds "it" there
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
     fixed_reply: Callable[[str], str | None] | None = None  # player text -> a line to say instead of asking the LLM
     fact_first: bool = True  # a line that asks for a fact hears it at once; the model goes on from it
@@ -294,6 +323,7 @@ class TurnResult:
     timings: dict[str, float] = field(default_factory=dict)
     spoken_clauses: list[str] = field(default_factory=list)  # clauses whose audio was sent, in order
     check: ReplyCheck | None = None  # what the grounding check held back or added
+    action: ActionCall | None = None  # the action sent to the game for this turn
     resumed: bool = False  # a false interruption: the cut-off reply was said again instead of a new one
 
     def unheard_reply(self) -> str:
@@ -427,6 +457,8 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
     timings = result.timings
     if request.scripted_line is not None:
         result.player_text = NOTHING_SAID  # the history shows a turn in which the player said nothing
+        if request.scripted_action is not None:
+            await _send_action(out, result, request.scripted_action)
         await _say(runner, request, out, result, request.scripted_line)
         return
     if request.audio is not None:
@@ -451,11 +483,18 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
         return
     if request.persona is not None and runner.backends.embedder is not None:  # no lookup, nothing to check by
         started = time.perf_counter()
-        lookup = await runner.look_up(request.persona, result.player_text)
+        lookup, decision = await runner.understand(request.persona, result.player_text, request.previous)
         timings["knowledge_ms"] = _ms(time.perf_counter() - started)
-        if lookup.forbidden_topic is not None and request.persona.deflection:
+        # a line asking for a declared action is about that action, however near a forbidden topic it
+        # sounds ("the password is hawthorn" is near "the guard's numbers")
+        if lookup.forbidden_topic is not None and request.persona.deflection and decision.call is None:
             await _say(runner, request, out, result, request.persona.deflection)
             return
+        if decision.refusal is not None:  # asked for the gate without the password: the designer's line
+            await _say(runner, request, out, result, decision.refusal)
+            return
+        if decision.call is not None:  # sent before any of the reply, which then agrees with it
+            await _send_action(out, result, decision.call)
         result.check = ReplyCheck(request.persona, lookup, result.player_text, request.context_text)
 
     clauses: asyncio.Queue[Clause | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
@@ -463,6 +502,13 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
         group.create_task(_write_reply(runner, request, out, result, clauses))
         group.create_task(_speak_clauses(runner, request, out, result, clauses))
     await out.end_audio()
+
+
+async def _send_action(out: TurnOutput, result: TurnResult, call: ActionCall) -> None:
+    """Tell the game to carry out a declared action (its arguments were checked against the persona)."""
+    assert call.action.accepts(dict(call.args)), call
+    result.action = call
+    await out.send(ActionMessage(out.turn, call.id, dict(call.args)))
 
 
 async def _say(runner: ModelRunner, request: TurnRequest, out: TurnOutput, result: TurnResult, text: str) -> None:
@@ -498,8 +544,11 @@ async def _write_reply(
     lookup = check.lookup if check is not None else NOTHING_FOUND
     lead = check.lead() if check is not None and request.fact_first else None
     facts = (lookup.must_state.clause,) if lead and lookup.must_state else lookup.facts
-    messages = request.messages_for(result.player_text, facts)
+    messages = request.messages_for(result.player_text, facts, result.action)
     options = request.options
+    confirm = result.action.action.confirmation(result.action.args) if result.action is not None else None
+    if confirm:  # the designer's words for the action: the reply cannot refuse what the game does
+        lead = f"{confirm} {lead}" if lead else confirm
     if lead:
         # the fact is said at once (cut like a first clause, so TTS starts on a few words); the model
         # only goes on from it, within what is left of the word cap
@@ -509,6 +558,11 @@ async def _write_reply(
         left = max(0, request.max_reply_words - len(lead.split()))
         options = replace(options, max_new_tokens=min(options.max_new_tokens, int(left * 1.5) + 4))
         splitter = ClauseSplitter(first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS, early_first_chunk=False)
+    if confirm:
+        # the designer's confirm line (and the fact asked for) is the whole reply: a model going on
+        # from it may still say "you can't buy that" while the game hands the item over
+        await clauses.put(None)
+        return
     llm_started = time.perf_counter()
     try:
         stopped = False

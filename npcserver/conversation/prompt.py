@@ -23,7 +23,7 @@ from typing import Any
 
 from npcserver.backends.base import ChatMessage
 from npcserver.conversation.knowledge import in_person
-from npcserver.personas import Persona
+from npcserver.personas import Action, Persona
 
 MAX_PLAYER_CHARS = 300
 MAX_HISTORY_CHARS = 400
@@ -129,10 +129,12 @@ def build_messages(
     context: Mapping[str, Any] | None,
     player_text: str,
     facts: Sequence[str] = (),
+    doing: Action | None = None,
 ) -> list[ChatMessage]:
     """The chat for one turn. `history` holds earlier (player, npc) exchanges, oldest first; `facts`
     are the persona's facts that bear on the line (`knowledge.KnowledgeIndex`), said right after it,
-    where a small model attends (and after the cached prefix, so the prefix cache still pays)."""
+    where a small model attends (and after the cached prefix, so the prefix cache still pays);
+    `doing` is the action this turn carries out, if any."""
     messages = persona_prefix(persona)
     for player, npc in remembered(history, persona.history_turns):
         player, npc = clean_text(player, MAX_HISTORY_CHARS), clean_text(npc, MAX_HISTORY_CHARS)
@@ -144,8 +146,16 @@ def build_messages(
     text = f"[{note}]\n{line}" if note else line
     if facts:
         text += "\n" + fact_note(persona, facts)
+    if doing is not None and doing.confirm is None:  # with a confirm line, the reply starts with it instead
+        text += "\n" + action_note(persona, doing)
     messages.append(ChatMessage("user", text))
     return messages
+
+
+def action_note(persona: Persona, action: Action) -> str:
+    """What the NPC is doing this turn (the game carries it out), for the reply to agree with."""
+    what = action.means.split(";")[0].strip().rstrip(".")
+    return f"(You agree and do it now: {in_person(persona, what, 'second')}.)"
 
 
 def event_line(event: str) -> str:

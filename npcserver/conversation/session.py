@@ -27,6 +27,7 @@ import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.config import Settings
+from npcserver.conversation.actions import ActionCall, NotDeclared, declared_call
 from npcserver.conversation.endpoint import Endpointer, TurnEnded
 from npcserver.conversation.fillers import FillerCache, LatenessForecast
 from npcserver.conversation.persona_turn import persona_turn_request
@@ -175,6 +176,7 @@ class Session:
         self._samples_in = 0
         self._cut_off: TurnResult | None = None  # the NPC turn the player's voice last cut short
         self.active_at = time.monotonic()  # when the player was last active, for the idle timeout
+        self._scripted_action: ActionCall | None = None  # the checked action of the say being started
         self._remembered_turn: int | None = None  # whose exchange is the last of the history
         self._forgotten_turn: int | None = None  # replaced by a continuation: never remembered
         self._scoring: set[asyncio.Task[None]] = set()  # turn detector calls in flight
@@ -213,7 +215,9 @@ class Session:
                 raise ProtocolError(ErrorCode.INVALID_VALUE, "text: \"text\" must not be empty")
             await self._run(self._core().on_text(message.text))
         elif isinstance(message, Say):
+            action = self._declared_action(message)  # a refused action costs none of the say budget
             self._accept_game_line(message)
+            self._scripted_action = action
             await self._run(self._core().on_text(message.text.strip(), scripted=True))
         elif isinstance(message, Event):
             self._accept_game_line(message, reacting=True)
@@ -242,6 +246,15 @@ class Session:
         if self._game_lines is not None and not self._game_lines.take():
             per_minute = self.settings.game_lines_per_minute
             raise ProtocolError(ErrorCode.RATE_LIMITED, f"{message.type}: more than {per_minute:g} say/event messages a minute; this one was dropped")
+
+    def _declared_action(self, message: Say) -> ActionCall | None:
+        """The action a say carries, checked against the persona: never passed on to the game unchecked."""
+        if message.action is None:
+            return None
+        try:
+            return declared_call(self._persona(), message.action.id, message.action.args)
+        except NotDeclared as exc:
+            raise ProtocolError(ErrorCode.UNKNOWN_ACTION, f"say: {exc}") from None
 
     async def _start(self, message: Start) -> None:
         if self.state is not SessionState.AWAITING_START:
@@ -405,8 +418,13 @@ class Session:
             audio=audio,
             text=text,
             scripted_line=scripted_line,
+            scripted_action=self._take_scripted_action() if scripted_line is not None else None,
             resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and resume else None,
         )
+
+    def _take_scripted_action(self) -> ActionCall | None:
+        action, self._scripted_action = self._scripted_action, None
+        return action
 
     def _reply_seed(self, number: int) -> int | None:
         """With `llm_seed` set, turn N of every conversation samples alike (a speculative try and its commit too)."""
