@@ -32,6 +32,7 @@ from npcserver.personas import Action, ActionArg, Persona
 ACTION_BAR = 0.3
 # two actions that could both take the line must be this far apart, or neither is sent
 ACTIONS_APART = 0.05
+REFUSAL_BAR = 0.5  # "mind if I keep my sword out?" is no request to pass the gate
 SHORT_REPLY_WORDS = 5  # a line this short may only answer the NPC ("yes, do it"): it is read with the line before
 WARE = "thing"  # what every declared value becomes before lines are compared
 
@@ -218,8 +219,8 @@ class ActionIndex:
                 continue  # "Hawthorn." alone asks for nothing but the gate
             if self._names_only_others(action, line):
                 continue  # "sell me some rope": rope is what Pip sells, not what he buys
-            if action.requires_words and not said_words:
-                return ActionDecision(None, action.refusal, score, action_id)
+            if action.requires_words and not said_words:  # the refusal replaces the whole answer: be sure
+                return ActionDecision(None, action.refusal if score >= REFUSAL_BAR else None, score, action_id)
             args = bind_args(action, said, recent)
             if args is None:  # asked for, but for what? The model answers (and may ask which).
                 return ActionDecision(None, None, score, action_id)

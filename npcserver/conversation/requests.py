@@ -33,27 +33,33 @@ _FILLERS = re.compile(
 _SERVICE_VERBS = (
     r"give|sell|buy|purchase|order|bring|pour|serve|fetch|get|grab|hand|pass|open|unbar|unlock|let|allow|lift|raise|"
     r"fix|mend|repair|patch|sharpen|straighten|heal|tend|treat|bandage|help|cure|stitch|clean|look\s+at|see\s+to|"
-    r"take|stable|keep|watch|mind|feed|put|book|rent|make|forge|pack|wrap|find|pay|settle|trade|swap|save|do\s+it|"
-    r"go\s+ahead|ring\s+me\s+up"
+    r"take|stable|keep|watch|feed|put|book|rent|make|forge|pack|wrap|find|pay|settle|trade|swap|save|do\s+it|"
+    r"go\s+ahead|ring\s+me\s+up|set\s+me\s+up|part\s+with|sort\s+me\s+out"
 )
 _IMPERATIVE = rf"(?:(?:please\s+)?(?:{_SERVICE_VERBS})\b)"
+# what a player asks to do themselves: "I'll take", "could I get", "mind if I buy"
+_TRANSACTION = r"take|have|buy|purchase|order|get|grab|rent|book|pay|settle|trade|swap|sell|hire"
+_NOUN_NEXT = r"(?!to\b|know\b|it\b|that\b|this\b|you\b)(?=[a-z0-9])"  # "I'd like a room", not "I'd like to know"
 _WANTING = (
-    r"(?:(?:i|we)\s*(?:'ll|will|'d|would|should|shall|want(?:\s+to)?|need(?:\s+to)?|'m\s+going\s+to|am\s+going\s+to|"
-    r"got\s+to|have\s+to|must)\s+(?:like\s+(?:to\s+)?|love\s+(?:to\s+)?|please\s+|just\s+)?"
-    r"|all\s+(?:i|we)\s+(?:want|need|ask\s+for)\b(?:\s+now)?(?:\s+is)?\s+)"
-    r"(?!know|ask|see\b|think|hear|talk|tell|say|be\s+going|go\b|leave|come\s+back|pass\b|skip|wait)\w"
+    rf"(?:(?:i|we)\s*(?:'ll|will|shall)\s+(?:just\s+|gladly\s+)?(?:{_TRANSACTION}|need|want)\b"  # "I'll take it"
+    rf"|(?:i|we)\s*(?:'d|would|should)\s+(?:like|love|want|prefer)\s+(?:to\s+(?:{_SERVICE_VERBS}|{_TRANSACTION})\b|{_NOUN_NEXT})"
+    rf"|(?:i|we)\s+(?:want|need|'m\s+after|am\s+after)\s+(?:to\s+(?:{_SERVICE_VERBS}|{_TRANSACTION})\b|{_NOUN_NEXT})"
+    rf"|(?:i'?m|i\s+am)\s+going\s+to\s+(?:{_TRANSACTION})\b"
+    r"|all\s+(?:i|we)\s+(?:want|need|ask\s+for)\b(?:\s+now)?(?:\s+is)?\s+(?=[a-z]))"
 )
 _ASKING_FOR = (
-    r"(?:(?:can|could|would|will|may|might|mind\s+if)\s+"
-    r"(?:you|i|we|someone|somebody|your\s+[a-z]+(?:\s+[a-z]+)?|the\s+[a-z]+)\s+(?:please\s+|just\s+|kindly\s+)?"
-    r"|(?:do\s+)?(?:you\s+)?want\s+to\s+)"
-    rf"(?:{_SERVICE_VERBS}|have|get|borrow|come|go\s+in|pass|enter|stay|sleep|spend|use)\b"
+    r"(?:(?:can|could|would|will|may|might)\s+(?:you|someone|somebody|your\s+[a-z]+(?:\s+[a-z]+)?|the\s+[a-z]+)\s+"
+    rf"(?:please\s+|just\s+|kindly\s+)?(?:{_SERVICE_VERBS})"  # "could you mend it", "can your boy take her"
+    rf"|(?:can|could|may|might)\s+(?:i|we)\s+(?:please\s+|just\s+)?(?:{_TRANSACTION}|come|go\s+in|pass|enter|stay|sleep|borrow)"
+    rf"|mind\s+if\s+(?:i|we)\s+(?:take|buy|pay|rent|book|order)"
+    r"|(?:do\s+)?(?:you\s+)?want\s+to\s+(?:buy|take|have)"
+    rf"|(?:grateful|obliged|thankful|appreciate\s+it)\s+if\s+you\s+(?:could|would|can|will)\s+(?:{_SERVICE_VERBS}))\b"  # "most grateful if you could mend it"
 )
 _HANDING = r"let\s+me\s+(?:get|have|buy|take|pay|grab|rent|order)\b|(?:trouble|bother)\s+you\s+for\b|(?:here'?s|here\s+is|here\s+are|here\s+you\s+go|there\s+you\s+go|take\s+(?:it|this|these|my))\b|(?:i'?ll|i\s+will)\s+(?:pay|give|trade|swap)\b"
 _HURT = r"(?:i'?m|i\s+am|i've\s+been|i\s+got|got)\s+(?:hurt|injured|wounded|bleeding|sick|bit|bitten|cut|stabbed|poisoned|dying)\b"
 _ORDER = rf"{_NUMBER}\s+(?:[a-z']+\s+){{0,3}}?[a-z']+(?:\s+(?:please|then|thanks))?$"  # "two ales", "three of them spices then"
 # may open a clause only; what may come anywhere in a run-on line ("my axe is chipped could you mend it")
-_AT_START = re.compile(rf"^(?:{_IMPERATIVE}|{_ORDER})")
+_AT_START = re.compile(rf"^(?:{_IMPERATIVE}|{_ORDER}|(?:want|need)\s+to\s+(?:{_TRANSACTION}|{_SERVICE_VERBS})\b)")  # "wanna sell u this"
 _ANYWHERE = re.compile(rf"(?<![a-z'])(?:{_WANTING}|{_ASKING_FOR}|{_HANDING}|{_HURT})")
 _QUESTION = re.compile(
     r"(?<![a-z'])(?:what|what's|whats|how|how's|when|where|where's|why|who|who's|which|whose|if|unless|whether)(?![a-z'])"
@@ -86,7 +92,8 @@ def _asks(clause: str) -> str | None:
         return clause
     for match in _ANYWHERE.finditer(clause):
         before, rest = clause[: match.start()], clause[match.end() - 1 :]
-        if _QUESTION.search(before) or _NEGATED.search(clause[: match.end() + 1]) or _INFORMATION_VERBS.match(rest):
+        just_before = " ".join(before.split()[-2:])  # "I won't need", not "I can't sleep, let me get"
+        if _QUESTION.search(before) or _NEGATED.search(f"{just_before} {match.group(0)}") or _INFORMATION_VERBS.match(rest):
             continue  # "how much would you charge to...", "I won't need...", "could you tell me..."
         return clause[match.start() :]
     return None
