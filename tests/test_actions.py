@@ -57,6 +57,7 @@ def test_shipped_personas_declare_actions_with_typed_arguments() -> None:
          "actions[2].args.item.value", 'Did you mean "values"'),
         (('type = "integer"', 'type = "number"'), "actions[1].args.count.type", "'choice' or 'integer'"),
         (('"old coin", "shiny stone"', '"old coin", "Shiny Stone!"'), "actions[2].args.item.values[2]", "wrong form"),
+        (("Sold! A real bargain, the {item}.", "Sold! A real bargain. The {item}. Yours."), "actions[1].confirm", "more than 2 sentences"),
     ],
 )
 def test_a_broken_action_names_file_line_and_field(change: tuple[str, str], field: str, says: str) -> None:

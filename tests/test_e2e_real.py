@@ -144,6 +144,6 @@ async def test_a_spoken_request_triggers_the_declared_action_and_a_near_miss_doe
             kinds = [m["type"] for m in talk.messages]
             assert kinds.index("action") < kinds.index("audio_start")  # the game hears of it before the voice
             reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply")
-            assert reply.startswith("The horseshoes it is. Good iron.") and rms(bytes(talk.audio[1])) > 0.01
+            assert reply.startswith("The horseshoes it is. Good iron, so pay up.") and rms(bytes(talk.audio[1])) > 0.01
     assert [(m["id"], m["args"]) for m in sent["horseshoes"]] == [("sell_item", {"item": "horseshoes"})]
     assert sent["repair_shield"] == []  # a shield is not among the things she mends

@@ -12,6 +12,7 @@ from npcserver.personas.problems import PersonaProblem
 from npcserver.personas.toml_lines import KeyLines
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+MAX_CONFIRM_SENTENCES = 2  # a fact asked for may follow, and a reply holds at most three
 
 
 def action_problems(file: Path, raw: Mapping[str, Any], lines: KeyLines) -> list[PersonaProblem]:
@@ -50,6 +51,10 @@ def action_problems(file: Path, raw: Mapping[str, Any], lines: KeyLines) -> list
                     known = ", ".join("{" + arg + "}" for arg in args) or "none (this action has no args)"
                     problem(("actions", index, key), f"names {{{placeholder}}}, which is not one of the action's args.",
                             f"Use one of: {known}.")
+        confirm = action.get("confirm")
+        if isinstance(confirm, str) and len(re.findall(r"[.!?]+(?:\s|$)", confirm.strip() + " ")) > MAX_CONFIRM_SENTENCES:
+            problem(("actions", index, "confirm"), f"has more than {MAX_CONFIRM_SENTENCES} sentences.",
+                    "Shorten it: the fact the player asked for may follow it, and a reply has at most 3 sentences.")
         if action.get("refusal") is not None and not action.get("requires_words"):
             problem(("actions", index, "refusal"), "is only said when requires_words are missing, but none are listed.",
                     'Add requires_words = ["..."], or remove the refusal.')
