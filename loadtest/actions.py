@@ -15,7 +15,7 @@ first audio with actions on and with the same personas' actions removed: an acti
 voice-to-voice time.
 
     python -m loadtest.actions --detect-only        # the detector alone, in seconds
-    python -m loadtest.actions                      # real models, ~4 min on 2 cores
+    python -m loadtest.actions                      # real models, ~1.5 min on 2 cores
     python -m loadtest.actions --lines loadtest/action_lines_unseen.toml   # the held-out set
 """
 

@@ -472,6 +472,12 @@ function onMessage(message) {
     case "emote":
       logEvent(`emote: ${message.name}`);
       break;
+    case "action": {
+      // what a game would carry out: the demo only shows it
+      const args = Object.entries(message.args || {}).map(([name, value]) => `${name}=${JSON.stringify(value)}`);
+      logEvent(`action: ${message.id}(${args.join(", ")})`);
+      break;
+    }
     case "visemes":
       if (message.turn > mutedTurn) mouth.add(message.turn, message.visemes);
       break;
