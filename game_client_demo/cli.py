@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from game_client_demo.wav import read_wav_mono16, write_wav_mono16
+from loadtest.measure import speech_end_sample, turn_playback_end, turn_underruns
 from npcserver.audio import float_to_pcm16, pcm16_to_float, resample
 from npcserver.client import FRAME_MS, PROTOCOL_SAMPLE_RATES, HeardTurn, TalkError, TalkSession
 
@@ -72,7 +73,7 @@ def describe_turn(number: int, result: HeardTurn, npc_name: str, typed: str | No
             f"  visemes: {len(result.visemes)} over {(last.start + last.duration) / result.reply_sample_rate:.2f} s: "
             f"{names}{' ...' if len(result.visemes) > 12 else ''}"
         )
-    underruns = result.underruns
+    underruns = turn_underruns(result)
     lines.append(
         f"  client: voice-to-voice {_ms(result.voice_to_voice_ms)}, transcript {_ms(result.transcript_ms)}, "
         f"first reply text {_ms(result.first_reply_text_ms)}, turn end {_ms(result.turn_end_ms)}; "
@@ -88,7 +89,7 @@ def describe_turn(number: int, result: HeardTurn, npc_name: str, typed: str | No
 
 async def _until_heard(result: HeardTurn, limit_s: float = 30.0) -> None:
     """Wait until the reply would have finished playing, as a player would before speaking again."""
-    end = result.playback_end_at
+    end = turn_playback_end(result)
     if end is not None:
         await asyncio.sleep(min(limit_s, max(0.0, end - time.perf_counter())))
 
@@ -134,6 +135,7 @@ async def _mic_turns(session: TalkSession, turns: int, timeout_s: float) -> list
 
 async def talk(args: argparse.Namespace) -> int:
     pcm, rate = mic_audio(args.wav) if args.wav else (np.zeros(0, np.int16), FALLBACK_RATE)
+    speech_end = speech_end_sample(pcm, rate)  # voice-to-voice runs from the last speech, not the file's end
     try:
         session = await TalkSession.open(
             args.url, args.npc, sample_rate=rate, player=args.player, greeting=args.greeting, visemes=args.visemes,
@@ -160,7 +162,9 @@ async def talk(args: argparse.Namespace) -> int:
                 elif args.event:
                     result = await session.game_event(args.event, timeout_s=args.timeout)
                 else:
-                    result = await session.speak(pcm, push_to_talk=args.push_to_talk, timeout_s=args.timeout)
+                    result = await session.speak(
+                        pcm, speech_end=speech_end, push_to_talk=args.push_to_talk, timeout_s=args.timeout
+                    )
                 print(describe_turn(number, result, session.info.npc_name, typed=args.text or args.say or args.event))
                 results.append(result)
                 if result.close_code is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from game_client_demo.wav import read_wav_mono16
-from npcserver.client import speech_end_sample
+from loadtest.measure import speech_end_sample
 
 UTTERANCES_DIR = Path(__file__).parent / "utterances"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.corpus import Utterance
+from loadtest.measure import turn_playback_end, turn_underruns
 from loadtest.metrics import word_error_rate
 from loadtest.schedule import PlannedTurn, build_schedule
 from npcserver.client import CONNECT_FAILED_CODE, HeardTurn, TalkError, TalkSession
@@ -98,7 +99,7 @@ class RunResult:
 def make_record(
     planned: PlannedTurn, utterance: Utterance, result: HeardTurn, run_t0: float, text_mode: bool
 ) -> TurnRecord:
-    underruns = result.underruns
+    underruns = turn_underruns(result)
     wer = None
     if not text_mode and result.final_transcript_at is not None:
         wer = word_error_rate(utterance.text, result.transcript)
@@ -221,7 +222,7 @@ class _Player:
             self.state.session_errors[error.code] += 1
         self.session.unrouted_errors.clear()
         # The player listens to the whole reply before speaking again (bounded by the turn timeout).
-        end = result.playback_end_at
+        end = turn_playback_end(result)
         if end is not None:
             await asyncio.sleep(min(max(0.0, end - time.perf_counter()), self.config.turn_timeout_s))
 

@@ -20,7 +20,8 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from game_client_demo.cli import build_parser, mic_audio, talk
 from game_client_demo.wav import read_wav_mono16, write_wav_mono16
-from npcserver.client import AudioArrival, TalkError, TalkSession, find_underruns, playback_end, speech_end_sample
+from loadtest.measure import find_underruns, playback_end, speech_end_sample
+from npcserver.client import AudioArrival, TalkError, TalkSession
 
 REPLY_RATE = 22050
 FAKE_REPLY = ["Forty silver", " for a good blade."]
@@ -146,7 +147,7 @@ async def fake_talk_server() -> AsyncIterator[FakeTalkServer]:
         yield fake
 
 
-# --------------------------------------------------------------------------- pure helpers
+# --------------------------------------------------------------- loadtest/measure.py: playback, as the CLI prints it
 
 
 def test_no_stutter_when_audio_arrives_faster_than_it_plays() -> None:

@@ -20,10 +20,6 @@ from npcserver.client.turns import (
     ServerError,
     SessionInfo,
     TalkError,
-    Underrun,
-    find_underruns,
-    playback_end,
-    speech_end_sample,
 )
 
 __all__ = [
@@ -38,8 +34,4 @@ __all__ = [
     "SessionInfo",
     "TalkError",
     "TalkSession",
-    "Underrun",
-    "find_underruns",
-    "playback_end",
-    "speech_end_sample",
 ]

@@ -4,7 +4,7 @@ It behaves like a game client with an open microphone: `TalkSession.speak()` str
 real-time pace (each frame leaves when its last sample would have been captured), then keeps sending
 silence until the NPC's turn ends. Every server event is stamped with `time.perf_counter()` on arrival,
 so a `HeardTurn` can tell what the player felt: voice-to-voice (end of speech -> first reply audio),
-time to the final transcript and to the first reply text, and audible stutters in the reply stream.
+time to the final transcript and to the first reply text, and when each reply audio frame came.
 
 On the client side only this module speaks WebSocket. Messages go out through `protocol.encode` and come in
 through `protocol.parse_server_message`, the same definitions the server uses.
@@ -33,7 +33,6 @@ from npcserver.client.turns import (
     SessionInfo,
     TalkError,
     TurnCollector,
-    speech_end_sample,
 )
 from npcserver.protocol import SUPPORTED_SAMPLE_RATES as PROTOCOL_SAMPLE_RATES
 from npcserver.protocol import (
@@ -210,13 +209,14 @@ class TalkSession:
     ) -> HeardTurn:
         """Stream int16 mono `pcm` (at the session's rate) like a live mic, then open-mic silence until turn_end.
 
-        `speech_end` is the sample index just past the last speech sample (found from the audio if not
-        given); voice-to-voice runs from the moment that sample was captured. With `push_to_talk`,
-        `end_of_turn` is sent after the audio instead of silence.
+        `speech_end` is the sample index just past the last speech sample (the end of `pcm` if not given;
+        for a recording with trailing silence, loadtest.measure.speech_end_sample finds it); voice-to-voice
+        runs from the moment that sample was captured. With `push_to_talk`, `end_of_turn` is sent after the
+        audio instead of silence.
         """
         if pcm.dtype != np.int16 or pcm.ndim != 1:
             raise ValueError("pcm must be mono int16")
-        speech_end = speech_end_sample(pcm, self.sample_rate) if speech_end is None else speech_end
+        speech_end = pcm.size if speech_end is None else speech_end
         collector = self._begin_turn()
         sender = asyncio.create_task(
             self._stream(collector, pcm, speech_end, push_to_talk, frame_ms), name="talk-sender"

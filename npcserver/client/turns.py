@@ -10,12 +10,9 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from npcserver.protocol import Action, Emote, Viseme
 
 FRAME_MS = 20
-SPEECH_RMS_THRESHOLD = 0.01  # -40 dBFS over 10 ms: above this the WAV holds speech, below is (near) silence
 CLIENT_TIMEOUT_CODE = "client_timeout"
 CONNECTION_CLOSED_CODE = "connection_closed"
 CONNECT_FAILED_CODE = "connect_failed"
@@ -45,14 +42,6 @@ class AudioArrival:
 
 
 @dataclass(frozen=True, slots=True)
-class Underrun:
-    """Playback ran dry: the next frame came `gap_s` after the buffered audio had all been played."""
-
-    at_audio_s: float  # position in the reply audio where the silence was heard
-    gap_s: float
-
-
-@dataclass(frozen=True, slots=True)
 class SessionInfo:
     session: str
     npc_id: str
@@ -77,7 +66,7 @@ class HeardTurn:
     reply_text: str
     reply_audio: bytes
     reply_sample_rate: int
-    audio_arrivals: tuple[AudioArrival, ...]
+    audio_arrivals: tuple[AudioArrival, ...]  # each reply audio frame as it came (loadtest/measure.py plays them)
     interrupted: bool
     server_timings: Mapping[str, float]
     errors: tuple[ServerError, ...]
@@ -117,15 +106,6 @@ class HeardTurn:
         return len(self.reply_audio) / 2 / self.reply_sample_rate if self.reply_sample_rate else 0.0
 
     @property
-    def underruns(self) -> list[Underrun]:
-        return find_underruns(self.audio_arrivals, self.reply_sample_rate)
-
-    @property
-    def playback_end_at(self) -> float | None:
-        """When a player would hear the reply's last sample (playback starts on the first frame)."""
-        return playback_end(self.audio_arrivals, self.reply_sample_rate)
-
-    @property
     def error_codes(self) -> list[str]:
         codes = [error.code for error in self.errors]
         if self.timed_out:
@@ -133,55 +113,6 @@ class HeardTurn:
         if self.close_code is not None and not codes:
             codes.append(CONNECTION_CLOSED_CODE)
         return codes
-
-
-def find_underruns(
-    arrivals: tuple[AudioArrival, ...] | list[AudioArrival], sample_rate: int, tolerance_s: float = 0.0
-) -> list[Underrun]:
-    """Audible stutters: frames that arrived after everything received before them had been played.
-
-    Playback starts when the first frame arrives and runs at real time; when the buffer runs dry it stops
-    and restarts on the next frame. A gap between frames is only audible if it is longer than the audio
-    buffered when it began, which is what this measures.
-    """
-    if not arrivals or sample_rate <= 0:
-        return []
-    underruns: list[Underrun] = []
-    play_until = arrivals[0].at  # wall time when the buffered audio runs out
-    played_s = 0.0  # reply audio position at play_until
-    for arrival in arrivals:
-        gap = arrival.at - play_until
-        if gap > tolerance_s and arrival is not arrivals[0]:
-            underruns.append(Underrun(at_audio_s=played_s, gap_s=gap))
-        duration = arrival.samples / sample_rate
-        play_until = max(play_until, arrival.at) + duration
-        played_s += duration
-    return underruns
-
-
-def playback_end(arrivals: tuple[AudioArrival, ...] | list[AudioArrival], sample_rate: int) -> float | None:
-    if not arrivals or sample_rate <= 0:
-        return None
-    play_until = arrivals[0].at
-    for arrival in arrivals:
-        play_until = max(play_until, arrival.at) + arrival.samples / sample_rate
-    return play_until
-
-
-def speech_end_sample(pcm: np.ndarray, sample_rate: int, threshold: float = SPEECH_RMS_THRESHOLD) -> int:
-    """Index just past the last 10 ms window whose RMS is above `threshold` (0 if all silent).
-
-    Recorded utterances carry some silence at the end; voice-to-voice is measured from the last speech
-    sample, as the server's endpointer locates it, not from the end of the file.
-    """
-    window = max(1, sample_rate // 100)
-    samples = pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
-    usable = samples.size - samples.size % window
-    if usable == 0:
-        return 0
-    rms = np.sqrt(np.mean(np.square(samples[:usable].reshape(-1, window)), axis=1))
-    loud = np.flatnonzero(rms > threshold)
-    return 0 if loud.size == 0 else int((loud[-1] + 1) * window)
 
 
 @dataclass(slots=True)
