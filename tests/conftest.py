@@ -21,6 +21,7 @@ from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
 from npcserver.config import Settings
 from npcserver.edge.server import NpcServer
+from npcserver.protocol import ProtocolError, parse_server_message
 
 REPO = Path(__file__).resolve().parent.parent
 VOICES = REPO / "voices"
@@ -55,7 +56,13 @@ def silence(seconds: float, rate: int = 16000) -> bytes:
 
 @dataclass
 class Conversation:
-    """A test client: sends frames, collects what the server says until a condition holds."""
+    """A test client: sends frames, collects what the server says until a condition holds.
+
+    It stays a raw WebSocket with dict messages, beside npcserver.client's TalkSession, because tests must
+    be able to send what no client should: malformed JSON, unknown types, wrong field types, frames out of
+    order. What the server sends is still held to the protocol: every text frame must parse with
+    `protocol.parse_server_message`, or the test fails on that frame.
+    """
 
     ws: ClientConnection
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -78,6 +85,10 @@ class Conversation:
                 self.audio.setdefault(self._audio_turn, bytearray()).extend(frame)
                 self.order.append(len(frame) // 2)
                 continue
+            try:
+                parse_server_message(frame)
+            except ProtocolError as exc:
+                pytest.fail(f"the server sent a frame the protocol module cannot read ({exc.code}: {exc}): {frame}")
             message: dict[str, Any] = json.loads(frame)
             self.messages.append(message)
             self.order.append(message)
