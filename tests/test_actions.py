@@ -224,3 +224,19 @@ async def test_a_say_carries_a_declared_action_and_refuses_any_other(pip: tuple[
     await talk.send_json(type="say", text="Anything else?")
     await talk.until("turn_end", turn=2)  # the session goes on; the refused says started no turn
     assert len([m for m in talk.messages if m["type"] == "action"]) == 1
+
+
+async def test_a_gesture_in_the_confirm_line_is_played_with_the_action_not_spoken() -> None:
+    synthesizer = FakeSynthesizer()
+    backends = Backends(FakeTranscriber(), FakeDialogue(), synthesizer, FakeEmbedder())
+    async with NpcServer(fake_settings(fillers=False), backends) as server:
+        await asyncio.wait_for(server.wait_ready(), 10)
+        async with connect(server.url, max_queue=None) as ws:
+            talk = Conversation(ws)
+            await talk.start(npc="bram_innkeeper", greeting=False)  # confirm = "*smiles* A room it is, friend! ..."
+            await talk.send_json(type="text", text="I'd like a room for the night, please.")
+            await talk.until("turn_end", turn=1)
+    kinds = [m["type"] for m in talk.messages if m.get("turn") == 1]
+    assert kinds.index("action") < kinds.index("emote")  # the game hears what happens, then sees the smile
+    assert [(m["name"], m["at_sample"]) for m in talk.messages if m["type"] == "emote"] == [("smile", 0)]
+    assert "smile" not in " ".join(text for text, _ in synthesizer.calls).lower()

@@ -553,7 +553,9 @@ async def _write_reply(
         # the fact is said at once (cut like a first clause, so TTS starts on a few words); the model
         # only goes on from it, within what is left of the word cap
         lead_splitter = ClauseSplitter(first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS)
-        await _pass_on("", out, result, [], clauses, [*lead_splitter.push(lead), *lead_splitter.flush()])
+        # a confirm line may hold a gesture ("*nods* The axe it is."): it plays, it is not spoken
+        said_first = _with_emote_cues([*lead_splitter.push(lead), *lead_splitter.flush()], emotes)
+        await _pass_on("", out, result, [], clauses, said_first)
         messages = [*messages, ChatMessage("assistant", lead)]
         left = max(0, request.max_reply_words - len(lead.split()))
         options = replace(options, max_new_tokens=min(options.max_new_tokens, int(left * 1.5) + 4))
@@ -594,7 +596,7 @@ async def _pass_on(
     result: TurnResult,
     cut: Sequence[Clause],
     clauses: asyncio.Queue[Clause | None],
-    extra: list[str] | None = None,
+    extra: Sequence[Clause] | None = None,
 ) -> bool:
     """Reply text the limiter let through goes on to the client and to TTS clause by clause; True
     when the grounding check stopped the reply.
