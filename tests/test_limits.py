@@ -200,3 +200,23 @@ async def test_a_long_utterance_is_cut_at_max_utterance_s() -> None:
         await talk.until("turn_end", interrupted=False)
         heard = [float(m["text"].split()[3]) for m in talk.messages if m["type"] == "transcript"]
         assert heard and max(heard) < 1.6  # no turn holds more than the limit (plus pre-roll)
+
+
+def test_an_ipv6_client_counts_as_its_slash_64_and_a_mapped_ipv4_as_itself() -> None:
+    from npcserver.edge.limits import client_key
+
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")  # the next network is another client
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7" == client_key("203.0.113.7")
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("?") == "?"
+
+
+def test_rotating_through_one_ipv6_network_buys_no_more_connections() -> None:
+    from npcserver.edge.limits import ConnectionCounter, client_key
+
+    counter = ConnectionCounter(per_address=2)
+    for host in range(2):
+        counter.opened(client_key(f"2001:db8::{host + 1}"))
+    assert not counter.allows(client_key("2001:db8::99"))  # a fresh address in the same /64
+    assert counter.allows(client_key("2001:db8:0:1::1"))

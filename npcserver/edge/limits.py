@@ -7,6 +7,7 @@ answer (an error, a close, a refused handshake).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -75,6 +76,24 @@ class SessionLimits:
 
     def audio_allowed(self, seconds: float) -> bool:
         return self._audio is None or self._audio.take(seconds)
+
+
+IPV6_CLIENT_PREFIX = 64  # one subscriber's network: an ISP hands out a /64 (or more) per customer
+
+
+def client_key(address: str) -> str:
+    """Who a connection counts as for the per-address limits: an IPv4 address itself (also when it
+    arrives IPv4-mapped, ::ffff:203.0.113.7); an IPv6 address by its /64, since one client can pick
+    any of the 2^64 addresses in its own network and would otherwise get a fresh allowance with each."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0: the zone is no part of the address
+    except ValueError:
+        return address  # not an IP address (a Unix socket, "?"): counted as given
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip)
 
 
 class AddressBudgets:

@@ -39,7 +39,14 @@ from npcserver.conversation.phrase_cache import PhraseAudioCache
 from npcserver.conversation.pipeline import ModelRunner
 from npcserver.conversation.session import Session, SessionClosed, SessionServices, SessionState
 from npcserver.edge.auth import origin_allowed, parse_origins, token_from_request, verify_token
-from npcserver.edge.limits import AddressBudgets, ConnectionCounter, Pressure, SessionLimits, resident_memory_bytes
+from npcserver.edge.limits import (
+    AddressBudgets,
+    ConnectionCounter,
+    Pressure,
+    SessionLimits,
+    client_key,
+    resident_memory_bytes,
+)
 from npcserver.edge.metrics import LiveState, ServerMetrics
 from npcserver.edge.web import HttpReply, json_reply
 from npcserver.personas import Persona
@@ -607,8 +614,9 @@ def address_budgets(settings: Settings) -> AddressBudgets:
 
 
 def _peer(connection: ServerConnection) -> str:
+    """The client as the per-address limits count it (and the log names it): see `client_key`."""
     address = connection.remote_address
-    return str(address[0]) if address else "?"
+    return client_key(str(address[0])) if address else "?"
 
 
 def _response(reply: HttpReply) -> Response:
