@@ -100,8 +100,7 @@ class ModelRunner:
             self._executors["knowledge"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
         if backends.turn_detector is not None:
             self._executors["turn"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")
-        self._knowledge: dict[str, KnowledgeIndex] = {}  # by persona id: the index of its latest version
-        self._actions: dict[str, ActionIndex] = {}  # the same, for the persona's [[actions]]
+        self._indexes: dict[str, PersonaIndexes] = {}  # by persona id: those of its latest version
         self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
         self.load = {stage: StageLoad() for stage in self._executors}
         self._prefilled: set[object] = set()
@@ -155,34 +154,27 @@ class ModelRunner:
         return await self._call("knowledge", lambda: self._understand(persona, line, previous))
 
     def _understand(self, persona: Persona, line: str, previous: tuple[str, str] | None) -> tuple[Lookup, ActionDecision]:
-        facts, actions = self._index_of(persona), self._actions_of(persona)
+        indexes = self._indexes_of(persona)
+        facts, actions = indexes.facts, indexes.actions
         texts = [facts.query_text(line), *actions.texts(line, previous)]
         assert self.backends.embedder is not None
         vectors = self.backends.embedder.embed(texts)
         return facts.lookup(line, vectors[0]), actions.decide(line, previous, vectors[1:])
 
     def knowledge_index(self, persona: Persona) -> None:
-        """Build the persona's fact index in the background, so its first turn does not wait for it."""
-        known = self._knowledge.get(persona.id)
-        if self.backends.embedder is not None and (known is None or known.persona.version != persona.version):
-            for build in (self._index_of, self._actions_of):
-                self._executors["knowledge"].submit(build, persona).add_done_callback(_log_background_failure)
+        """Build the persona's fact and action indexes in the background, so its first turn does not wait."""
+        known = self._indexes.get(persona.id)
+        if self.backends.embedder is not None and (known is None or known.version != persona.version):
+            self._executors["knowledge"].submit(self._indexes_of, persona).add_done_callback(_log_background_failure)
 
-    def _actions_of(self, persona: Persona) -> ActionIndex:
-        """On the knowledge worker: the persona's action index, built when its version is new."""
-        index = self._actions.get(persona.id)
-        if index is None or index.persona.version != persona.version:
+    def _indexes_of(self, persona: Persona) -> PersonaIndexes:
+        """On the knowledge worker: the persona's indexes, built (~100 ms) when its version is new."""
+        known = self._indexes.get(persona.id)
+        if known is None or known.version != persona.version:
             assert self.backends.embedder is not None
-            index = self._actions[persona.id] = ActionIndex(persona, self.backends.embedder)
-        return index
-
-    def _index_of(self, persona: Persona) -> KnowledgeIndex:
-        """On the knowledge worker: the persona's index, built (~100 ms) when its version is new."""
-        index = self._knowledge.get(persona.id)
-        if index is None or index.persona.version != persona.version:
-            assert self.backends.embedder is not None
-            index = self._knowledge[persona.id] = KnowledgeIndex(persona, self.backends.embedder)
-        return index
+            embedder = self.backends.embedder
+            known = self._indexes[persona.id] = PersonaIndexes(KnowledgeIndex(persona, embedder), ActionIndex(persona, embedder))
+        return known
 
     async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> Speech:
         """Speech for `text`. `needed_by` (a `time.perf_counter()` time, default now) orders the waiting
@@ -278,6 +270,18 @@ class ModelRunner:
         for model in (self.backends.transcriber, self.backends.dialogue):
             if isinstance(model, ModelWithWorker):  # a batching model's worker thread
                 model.close(wait=wait)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaIndexes:
+    """What a persona version's lines are compared with: its facts and its actions (one embedder)."""
+
+    facts: KnowledgeIndex
+    actions: ActionIndex
+
+    @property
+    def version(self) -> str:
+        return self.facts.persona.version
 
 
 def _log_background_failure(future: Future[Any]) -> None:
