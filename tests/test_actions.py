@@ -240,3 +240,13 @@ async def test_a_gesture_in_the_confirm_line_is_played_with_the_action_not_spoke
     assert kinds.index("action") < kinds.index("emote")  # the game hears what happens, then sees the smile
     assert [(m["name"], m["at_sample"]) for m in talk.messages if m["type"] == "emote"] == [("smile", 0)]
     assert "smile" not in " ".join(text for text, _ in synthesizer.calls).lower()
+
+
+def test_a_persona_s_own_action_lines_teach_the_request_grammar_its_verbs() -> None:
+    from npcserver.conversation.requests import opening_verbs
+
+    verbs = opening_verbs(["Teach me the fire spell.", "Please show me how to cast it.", "I'll pay for a lesson."])
+    assert verbs == {"teach", "show"}
+    assert asks_for_something("teach me a spell, wizard", verbs)
+    assert not asks_for_something("teach me a spell, wizard")  # not a verb the grammar knows by itself
+    assert not asks_for_something("tell me about the spell", verbs | {"tell"})  # asking to be told is a question

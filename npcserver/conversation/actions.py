@@ -22,7 +22,7 @@ import numpy as np
 
 from npcserver.backends.base import SentenceEmbedder
 from npcserver.conversation.claims import words_to_digits
-from npcserver.conversation.requests import not_supposed, request_parts
+from npcserver.conversation.requests import not_supposed, opening_verbs, request_parts
 from npcserver.conversation.text import word_stem
 from npcserver.personas import Action, ActionArg, Persona
 
@@ -152,6 +152,7 @@ class ActionIndex:
             {value for action in persona.actions for arg in action.args for value in arg.values}, key=len, reverse=True
         )
         lines = [(action, line) for action in persona.actions for line in action.player_lines]
+        self._verbs = opening_verbs([line for _, line in lines])  # "Teach me a spell": teach is a request
         self._owners = [action for action, _ in lines]
         self._vectors = embedder.embed([self._masked(line) for _, line in lines]) if lines else np.zeros((0, 1), np.float32)
 
@@ -178,7 +179,7 @@ class ActionIndex:
         if not self.persona.actions or not line.strip():
             return [], []
         said = [action for action in self.persona.actions if action.requires_words and has_words(line, action.requires_words)]
-        return request_parts(line), said
+        return request_parts(line, self._verbs), said
 
     def texts(self, line: str, previous: tuple[str, str] | None = None) -> list[str]:
         """What `decide` compares with the action lines, masked; empty when the line asks for nothing

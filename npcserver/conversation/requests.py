@@ -15,6 +15,7 @@ for a request anywhere, unless a question word, "if" or a negation comes before 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _SPOKEN = [
     (r"\bgimme\b", "give me"), (r"\blemme\b", "let me"), (r"\bwanna\b", "want to"), (r"\bgonna\b", "going to"),
@@ -67,6 +68,7 @@ _QUESTION = re.compile(
 _QUESTION_START = re.compile(r"^(?:is|are|was|were|do|does|did|have|has)\b(?!\s+(?:you\s+)?want\s+to|\s+it\b)")
 _NOT_NOW = re.compile(r"^(?:if|when|once|after|before|last|yesterday|no\b|not\b|nah|never)")
 _NEGATED = re.compile(r"\b(?:don'?t|do\s+not|won'?t|will\s+not|wouldn'?t|can'?t|cannot|no\s+need|not|never)\b")
+_INFORMATION_WORDS = frozenset({"tell", "say", "explain", "describe", "know", "ask", "remember", "think", "guess", "wonder"})
 _INFORMATION_VERBS = re.compile(r"^(?:tell|say|explain|describe|know|ask|remember|recommend|think|guess|wonder)")
 
 
@@ -84,11 +86,30 @@ def clauses(line: str) -> list[str]:
     return [text for part in parts if (text := _FILLERS.sub("", part.strip()).strip())]
 
 
-def _asks(clause: str) -> str | None:
+_NOT_A_VERB = re.compile(
+    r"^(?:i|i'?ll|i'?d|i'?m|i've|we|you|he|she|it|they|my|your|our|the|a|an|this|that|these|those|some|any|"
+    r"can|could|would|will|may|might|shall|should|must|do|does|did|is|are|was|were|have|has|here'?s|there'?s|"
+    r"what|how|when|where|why|who|which|if|no|not|one|two|three|after|before|then|here|\d+)$"
+)
+
+
+def opening_verbs(lines: Sequence[str]) -> frozenset[str]:
+    """The words the clauses of a persona's own request lines open with ("Teach me a spell" ->
+    teach): a line opening with one is an imperative too, whatever verbs the list here knows."""
+    found = set()
+    for line in lines:
+        for clause in clauses(line):
+            first = clause.split()[0] if clause.split() else ""
+            if re.fullmatch(r"[a-z]{3,}", first) and not _NOT_A_VERB.match(first):
+                found.add(first)
+    return frozenset(found)
+
+
+def _asks(clause: str, verbs: frozenset[str] = frozenset()) -> str | None:
     """The part of a clause from where it asks for something, or None."""
     if _NOT_NOW.match(clause) or _QUESTION_START.match(clause):
         return None
-    if _AT_START.match(clause):
+    if _AT_START.match(clause) or (clause.split()[0] in verbs and clause.split()[0] not in _INFORMATION_WORDS):
         return clause
     for match in _ANYWHERE.finditer(clause):
         before, rest = clause[: match.start()], clause[match.end() - 1 :]
@@ -99,11 +120,12 @@ def _asks(clause: str) -> str | None:
     return None
 
 
-def request_parts(line: str) -> list[str]:
+def request_parts(line: str, verbs: frozenset[str] = frozenset()) -> list[str]:
     """Each clause of the line that asks for something, from where it asks ("could you mend it");
-    empty when the line asks for nothing. "Please" with no question in the line asks too ("One ale, please")."""
+    empty when the line asks for nothing. "Please" with no question in the line asks too ("One ale,
+    please"). `verbs`: more imperatives, as `opening_verbs` finds them in a persona's action lines."""
     parts = clauses(line)
-    asking = [found for clause in parts if (found := _asks(clause)) is not None]
+    asking = [found for clause in parts if (found := _asks(clause, verbs)) is not None]
     if not asking and re.search(r"\bplease\b", written(line)) and parts and not any(
         _QUESTION.search(part) or _QUESTION_START.match(part) or _INFORMATION_VERBS.match(part) or _NOT_NOW.match(part)
         for part in parts
@@ -118,5 +140,5 @@ def not_supposed(line: str) -> str:
     return " ".join(clause for clause in clauses(line) if not _NOT_NOW.match(clause))
 
 
-def asks_for_something(line: str) -> bool:
-    return bool(request_parts(line))
+def asks_for_something(line: str, verbs: frozenset[str] = frozenset()) -> bool:
+    return bool(request_parts(line, verbs))
