@@ -51,7 +51,8 @@ async def test_each_attack_meets_its_limit_and_the_player_is_still_answered(
 
 def test_the_table_compares_with_quiet_and_says_when_the_goal_is_missed() -> None:
     def scenario(name: str, v2v: list[float]) -> attacks.ScenarioResult:
-        player = attacks.PlayerResult(admitted=True, turns_tried=len(v2v), voice_to_voice_ms=v2v)
+        turns = [{"utterance": f"u{n}", "voice_to_voice_ms": v} for n, v in enumerate(v2v)]
+        player = attacks.PlayerResult(admitted=True, turns_tried=len(v2v), voice_to_voice_ms=v2v, turns=turns)
         tally = attacks.AttackerTally(handshakes=3) if name in attacks.ATTACKS else None
         return attacks.ScenarioResult(name, ("127.0.0.2",), player, tally, 100.0, 110.0, 120.0, 10.0)
 
@@ -59,7 +60,7 @@ def test_the_table_compares_with_quiet_and_says_when_the_goal_is_missed() -> Non
                scenario("flood", [1500.0, 1600.0])]
     assert attacks.verdicts(results) == {"slots": True, "flood": False}
     table = attacks.format_table(results, 2)
-    assert "+10 %" in table and "+50 %" in table and "MISSED" in table and "100/120/110" in table
+    assert "+10 %" in table and "+50 %" in table and "+12 % / +15 %" in table and "MISSED: p50 +50 %, p95 +60 %" in table and "100/120/110" in table
     assert attacks.max_context(7)["k31"] and all(
         len(f'{{"{key}": "{value}"}}') == attacks.CONTEXT_ENTRY_CHARS for key, value in attacks.max_context(7).items()
     )
