@@ -3,7 +3,8 @@
 Starts `npcserver serve` with the real models on 127.0.0.1 and its default settings, so the per-address
 limits are the shipped ones. One well-behaved player, from 127.0.0.1, then speaks --turns real spoken turns
 (Piper clips from loadtest/utterances and real recordings from loadtest/human_speech, alternately, the same
-ones in every scenario) and measures voice-to-voice at the client, as `python -m loadtest` does:
+ones in every scenario), in real time with an open mic, listening to each reply to its end before the
+next, and measures voice-to-voice at the client, as `python -m loadtest` does:
 
   quiet      nobody else on the node
   slots      slot hogging (issue 18 item 2): each attacker address opens --connections sessions, starts them,
@@ -278,11 +279,11 @@ async def open_player(url: str, npc: str) -> TalkSession | str:
 
 
 async def play(url: str, npc: str, utterances: Sequence[Utterance], clock: AttackClock | None,
-               listen_s: float = 1.0, turn_timeout_s: float = 30.0) -> PlayerResult:
+               pause_s: float = 0.5, turn_timeout_s: float = 30.0) -> PlayerResult:
     """One player from 127.0.0.1 speaking each utterance in real time, with an open mic, until turn_end.
 
-    After each reply it listens a moment (up to `listen_s` past turn_end: the node has sent it all by then)
-    and speaks again. No turn starts once `clock` says the attack is over.
+    It listens to the whole reply (until its last sample would have played), waits `pause_s` and speaks
+    again: it never talks over the NPC, so every turn is a fresh question. No turn starts once `clock` says the attack is over.
     """
     result = PlayerResult()
     opened = await open_player(url, npc)
@@ -322,7 +323,8 @@ async def play(url: str, npc: str, utterances: Sequence[Utterance], clock: Attac
                 "reply": heard.reply_text, "turn_end_ms": heard.turn_end_ms, "server_timings": dict(heard.server_timings),
             })
             if heard.playback_end_at is not None:
-                await asyncio.sleep(min(max(0.0, heard.playback_end_at - time.perf_counter()), listen_s))
+                await asyncio.sleep(min(max(0.0, heard.playback_end_at - time.perf_counter()), turn_timeout_s))
+            await asyncio.sleep(pause_s)
     finally:
         await session.close()
     return result
@@ -391,13 +393,13 @@ class Options:
     url: str
     npc: str = "greta_blacksmith"
     scenarios: tuple[str, ...] = SCENARIOS
-    turns: int = 8
+    turns: int = 7
     attackers: int = 2  # attacker addresses, 127.0.0.2 onwards
     connections: int = 8  # attacker clients per address (twice the shipped per-address cap)
     attack_s: float = 60.0
-    warmup_s: float = 3.0
+    warmup_s: float = 2.0
     settle_s: float = 20.0
-    listen_s: float = 1.0
+    pause_s: float = 0.5
 
 
 async def run_scenario(name: str, options: Options, utterances: Sequence[Utterance], flood_speech: np.ndarray,
@@ -426,7 +428,7 @@ async def run_scenario(name: str, options: Options, utterances: Sequence[Utteran
     try:
         if attack:
             await clock.sleep(options.warmup_s)
-        player = await play(options.url, options.npc, utterances, clock if attack else None, options.listen_s)
+        player = await play(options.url, options.npc, utterances, clock if attack else None, options.pause_s)
     finally:
         clock.stop.set()
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
@@ -562,12 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--npc", default="greta_blacksmith", help="Persona the player and the attackers talk to.")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"Comma-separated, in order, from {','.join(SCENARIOS)} (default: all).")
-    parser.add_argument("--turns", type=int, default=8, help="Spoken turns the player takes per scenario (1-40).")
+    parser.add_argument("--turns", type=int, default=7, help="Spoken turns the player takes per scenario (1-40).")
     parser.add_argument("--attackers", type=int, default=2, help="Attacker addresses, 127.0.0.2 onwards (1-50).")
     parser.add_argument("--connections", type=int, default=8,
                         help="Attacker clients per address (1-64; default 8, twice the shipped per-address cap).")
     parser.add_argument("--attack-s", type=float, default=60.0, help="Longest an attack lasts, seconds (1-120).")
-    parser.add_argument("--warmup-s", type=float, default=3.0, help="Attack time before the player's first turn.")
+    parser.add_argument("--warmup-s", type=float, default=2.0, help="Attack time before the player's first turn.")
     parser.add_argument("--json", type=Path, help="Also write every figure here as JSON.")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="Extra argument for `npcserver serve` (repeatable), e.g. --serve-arg=--backend=fake.")
