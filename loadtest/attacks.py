@@ -17,6 +17,9 @@ next, and measures voice-to-voice at the client, as `python -m loadtest` does:
              must refuse, reconnecting after each cut
   quiet-again  nobody else again: how far the figures drift on their own (a shared machine)
 
+Meanwhile another player from 127.0.0.1 arrives every 5 s (opens a session, closes it): is a newcomer
+admitted at any moment of the attack, not only at its start?
+
 The table gives p50/p95 of each scenario's turns and, because the p50 of a few turns moves with one turn,
 also the change turn by turn (each utterance against itself in quiet): its median and its worst.
 
@@ -343,6 +346,7 @@ class ScenarioResult:
     rss_after_mb: float | None
     rss_peak_mb: float | None
     elapsed_s: float
+    newcomers: Counter[str] = field(default_factory=Counter)  # players arriving during it: "admitted" or the refusal
 
     def percentiles(self) -> tuple[float | None, float | None]:
         if not self.player.voice_to_voice_ms:
@@ -355,7 +359,8 @@ class ScenarioResult:
         return {"scenario": self.name, "attacker_addresses": list(self.attackers), "player": self.player.as_dict(),
                 "voice_to_voice_p50_ms": p50, "voice_to_voice_p95_ms": p95,
                 "attackers": self.tally.as_dict() if self.tally else None, "rss_before_mb": self.rss_before_mb,
-                "rss_after_mb": self.rss_after_mb, "rss_peak_mb": self.rss_peak_mb, "elapsed_s": round(self.elapsed_s, 1)}
+                "rss_after_mb": self.rss_after_mb, "rss_peak_mb": self.rss_peak_mb, "elapsed_s": round(self.elapsed_s, 1),
+                "newcomers": dict(self.newcomers)}
 
 
 def readyz_url(ws_url: str) -> str:
@@ -400,6 +405,7 @@ class Options:
     warmup_s: float = 2.0
     settle_s: float = 20.0
     pause_s: float = 0.5
+    newcomer_every_s: float = 5.0  # another player from 127.0.0.1 opens a session (and closes it) this often
 
 
 async def run_scenario(name: str, options: Options, utterances: Sequence[Utterance], flood_speech: np.ndarray,
@@ -424,7 +430,19 @@ async def run_scenario(name: str, options: Options, utterances: Sequence[Utteran
                 peak.append(rss)
             await asyncio.sleep(2.0)
 
+    newcomers: Counter[str] = Counter()
+
+    async def newcomer() -> None:  # is a player arriving in the middle of it admitted too?
+        await asyncio.sleep(options.warmup_s + options.newcomer_every_s / 2)
+        while True:
+            opened = await open_player(options.url, options.npc)
+            newcomers["admitted" if isinstance(opened, TalkSession) else opened] += 1
+            if isinstance(opened, TalkSession):
+                await opened.close()
+            await asyncio.sleep(options.newcomer_every_s)
+
     sampler = asyncio.create_task(sample_memory())
+    arrivals = asyncio.create_task(newcomer())
     try:
         if attack:
             await clock.sleep(options.warmup_s)
@@ -437,13 +455,15 @@ async def run_scenario(name: str, options: Options, utterances: Sequence[Utteran
         if tally is not None:
             tally.elapsed_s = time.monotonic() - started
         sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+        arrivals.cancel()
+        await asyncio.gather(sampler, arrivals, return_exceptions=True)
     elapsed = time.monotonic() - started
     await settle(options.url, options.settle_s)
     rss_after = (await readiness(options.url)).get("rss_mb")
     if rss_after is not None:
         peak.append(rss_after)
-    result = ScenarioResult(name, addresses, player, tally, rss_before, rss_after, max(peak) if peak else None, elapsed)
+    result = ScenarioResult(name, addresses, player, tally, rss_before, rss_after, max(peak) if peak else None, elapsed,
+                            newcomers)
     progress(f"{name}: {len(player.voice_to_voice_ms)}/{options.turns} answered in {elapsed:.0f} s"
              + (f"; attackers: {tally.summary()}" if tally else ""))
     return result
@@ -498,6 +518,9 @@ def shortfalls(results: Sequence[ScenarioResult]) -> dict[str, list[str]]:
         if result.name not in ATTACKS:
             continue
         missed = [] if result.player.admitted else [f"refused ({result.player.refusal})"]
+        refused = sum(result.newcomers.values()) - result.newcomers["admitted"]
+        if refused:
+            missed.append(f"{refused} newcomers refused")
         unanswered = result.player.turns_tried - len(result.player.voice_to_voice_ms)
         if result.player.admitted and unanswered:
             missed.append(f"{unanswered} unanswered")
@@ -525,12 +548,18 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def newcomer_cell(newcomers: Counter[str]) -> str:
+    cell = f"{newcomers['admitted']}/{sum(newcomers.values())}"
+    refused = [f"{code} x{count}" for code, count in newcomers.items() if code != "admitted"]
+    return cell + (f" ({', '.join(refused)})" if refused else "")
+
+
 def format_table(results: Sequence[ScenarioResult], turns: int) -> str:
     quiet = next((r for r in results if r.name == "quiet"), None)
     q50, q95 = quiet.percentiles() if quiet else (None, None)
     goals = shortfalls(results)
     header = ("scenario", "admitted", "answered", "v2v p50 ms", "v2v p95 ms", "p50 vs quiet", "p95 vs quiet",
-              "per turn: median/worst", "goal", "RSS MiB before/peak/after", "attackers")
+              "per turn: median/worst", "goal", "newcomers admitted", "RSS MiB before/peak/after", "attackers")
     rows = [header]
     for r in results:
         p50, p95 = r.percentiles()
@@ -543,7 +572,7 @@ def format_table(results: Sequence[ScenarioResult], turns: int) -> str:
         rows.append((r.name, admitted, answered, _ms(p50), _ms(p95),
                      _pct(change_percent(p50, q50)) if r.name != "quiet" else "",
                      _pct(change_percent(p95, q95)) if r.name != "quiet" else "", paired(r, quiet), goal,
-                     f"{_mb(r.rss_before_mb)}/{_mb(r.rss_peak_mb)}/{_mb(r.rss_after_mb)}", who))
+                     newcomer_cell(r.newcomers), f"{_mb(r.rss_before_mb)}/{_mb(r.rss_peak_mb)}/{_mb(r.rss_after_mb)}", who))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for number, row in enumerate(rows):

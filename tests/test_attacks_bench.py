@@ -34,7 +34,8 @@ async def node() -> AsyncIterator[NpcServer]:
 async def test_each_attack_meets_its_limit_and_the_player_is_still_answered(
     node: NpcServer, attack: str, expected: set[str]
 ) -> None:
-    options = attacks.Options(url=node.url, attackers=1, connections=6, attack_s=6.0, warmup_s=1.0, settle_s=5.0)
+    options = attacks.Options(url=node.url, attackers=1, connections=6, attack_s=6.0, warmup_s=1.0, settle_s=5.0,
+                              newcomer_every_s=1.0)
     speech = np.concatenate([u.pcm for u in load_utterances(UTTERANCES_DIR)])
     result = await attacks.run_scenario(attack, options, attacks.benchmark_utterances(1), speech, lambda line: None)
     assert result.tally is not None and result.attackers == ("127.0.0.2",)
@@ -42,6 +43,7 @@ async def test_each_attack_meets_its_limit_and_the_player_is_still_answered(
     assert not [o for o in result.tally.outcomes if o.startswith("attacker client failed")], result.tally.summary()
     assert result.player.admitted and len(result.player.voice_to_voice_ms) == 1, result.player
     assert result.rss_before_mb and result.rss_after_mb
+    assert result.newcomers["admitted"] >= 1 and set(result.newcomers) == {"admitted"}, result.newcomers
     if attack == "slots":
         assert result.tally.admitted <= 4 + 2  # the first 4, and at most a slot or two freed meanwhile
     if attack == "context":
