@@ -148,8 +148,11 @@ async def attack_connection(url: str, address: str, npc: str, clock: AttackClock
                             if message.get("type") == "ready":
                                 ready.set()
                             elif message.get("type") == "error":
-                                errors.append(str(message.get("code")))
-                                tally.errors[str(message.get("code"))] += 1
+                                code = str(message.get("code"))
+                                if "overloaded" in str(message.get("message")):  # server_full has two causes
+                                    code += " (overloaded)"
+                                errors.append(code)
+                                tally.errors[code] += 1
 
             reader = asyncio.create_task(read())
             try:
