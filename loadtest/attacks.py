@@ -59,6 +59,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from loadtest.corpus import UTTERANCES_DIR, Utterance, load_utterances
+from loadtest.measure import turn_playback_end
 from loadtest.metrics import histogram_of
 from npcserver.client import TalkError, TalkSession
 
@@ -328,8 +329,8 @@ async def play(url: str, npc: str, utterances: Sequence[Utterance], clock: Attac
                 "failure": reason, "interrupted": heard.interrupted, "transcript": heard.transcript,
                 "reply": heard.reply_text, "turn_end_ms": heard.turn_end_ms, "server_timings": dict(heard.server_timings),
             })
-            if heard.playback_end_at is not None:
-                await asyncio.sleep(min(max(0.0, heard.playback_end_at - time.perf_counter()), turn_timeout_s))
+            if (played_until := turn_playback_end(heard)) is not None:
+                await asyncio.sleep(min(max(0.0, played_until - time.perf_counter()), turn_timeout_s))
             await asyncio.sleep(pause_s)
     finally:
         await session.close()
