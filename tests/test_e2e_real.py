@@ -11,8 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import Conversation, silence
+from tests.conversation.test_visemes import assert_visemes_cover_the_audio, clause_visemes
 from tests.realserver import real_server, recorded_question, rms
-from tests.test_visemes import assert_visemes_cover_the_audio, clause_visemes
 
 pytestmark = pytest.mark.real
 

@@ -12,7 +12,7 @@ from npcserver.conversation.answer_kinds import AMOUNT, DURATION, PERSON, PLACE,
 from npcserver.conversation.knowledge import KnowledgeIndex
 from npcserver.personas import load_persona_file
 
-VOICES = Path(__file__).resolve().parent.parent / "voices"
+VOICES = Path(__file__).resolve().parents[2] / "voices"
 
 
 @pytest.mark.parametrize(

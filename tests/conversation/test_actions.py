@@ -18,7 +18,7 @@ from npcserver.edge.server import NpcServer
 from npcserver.personas import Persona, load_persona_file, parse_persona
 from tests.conftest import Conversation, fake_settings
 
-VOICES = Path(__file__).resolve().parents[1] / "voices"
+VOICES = Path(__file__).resolve().parents[2] / "voices"
 
 
 def persona(pid: str) -> Persona:

@@ -11,7 +11,7 @@ from npcserver.backends import Backends
 from npcserver.backends.batched_asr import BatchingTranscriber
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer
 from npcserver.conversation.pipeline import ModelRunner
-from tests.test_batched_asr import FOREVER_MS, FakeBatchTranscriber
+from tests.backends.test_batched_asr import FOREVER_MS, FakeBatchTranscriber
 
 
 async def test_concurrent_sessions_asr_calls_form_one_batch_through_the_model_runner() -> None:

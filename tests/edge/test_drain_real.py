@@ -1,6 +1,6 @@
 """SIGTERM on `npcserver serve` with the real models: the running turn finishes, the process exits 0.
 
-With the fake backend (tests/test_drain.py) no model thread runs torch, so this only shows with the
+With the fake backend (tests/edge/test_drain.py) no model thread runs torch, so this only shows with the
 real models: a model worker still busy when the interpreter finalized used to abort the process
 (exit status 134, "terminate called without an active exception").
 """

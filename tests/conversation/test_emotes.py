@@ -17,7 +17,7 @@ from npcserver.conversation.text import stage_directions
 from npcserver.edge.server import NpcServer
 from npcserver.personas import load_persona_file
 from tests.conftest import VOICES, Conversation, fake_settings
-from tests.test_personas import VALID, fake_resolve_voice, messages, only, write
+from tests.personas.test_personas import VALID, fake_resolve_voice, messages, only, write
 
 DECLARED = ("smile", "nod", "shake_head", "bow")
 

@@ -12,7 +12,7 @@ from npcserver.backends.base import GenerationOptions, VoiceSettings
 from npcserver.personas import check_paths, load_persona_file, persona_files
 from npcserver.personas.cli import check_command, main, schema_text
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VOICES = REPO / "voices"
 
 VALID = """\
@@ -412,7 +412,7 @@ def test_missing_id_suggests_the_file_name(tmp_path: Path) -> None:
 def test_a_malformed_tests_entry_is_an_error_naming_file_line_and_field() -> None:
     from npcserver.personas import parse_persona
 
-    path = Path(__file__).resolve().parent.parent / "voices" / "bram_innkeeper.toml"
+    path = Path(__file__).resolve().parents[2] / "voices" / "bram_innkeeper.toml"
     text = path.read_text() + '\n[[tests]]\nplayer = "How much is a room?"\nmust_say = ["/3 (silver/"]\n\n[[tests]]\nplayer = 5\n'
     result = parse_persona(text, path)
     assert result.persona is None
@@ -423,6 +423,6 @@ def test_a_malformed_tests_entry_is_an_error_naming_file_line_and_field() -> Non
 
 
 def test_persona_tests_are_loaded_with_the_persona() -> None:
-    persona = load_persona_file(Path(__file__).resolve().parent.parent / "voices" / "rolf_guard.toml").persona
+    persona = load_persona_file(Path(__file__).resolve().parents[2] / "voices" / "rolf_guard.toml").persona
     assert persona is not None and len(persona.tests) >= 8
     assert persona.tests[0].player and persona.tests[0].must_say

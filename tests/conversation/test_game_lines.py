@@ -13,7 +13,7 @@ from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
 from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_settings
-from tests.test_visemes import assert_visemes_cover_the_audio
+from tests.conversation.test_visemes import assert_visemes_cover_the_audio
 
 LINE = "Halt! The gate is closed after dark."
 

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import VOICES, Conversation
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 15.0
 
 # A node with slow fake models, so a turn is still running when the signal arrives.

@@ -133,8 +133,8 @@ def test_a_killed_node_expires_within_the_ttl(redis_server: RedisServerProcess) 
             KILLED_NODE,
             redis_server.url,
             stdout=asyncio.subprocess.PIPE,
-            cwd=Path(__file__).resolve().parents[1],
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
         try:
             assert doomed.stdout is not None

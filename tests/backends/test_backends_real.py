@@ -158,7 +158,7 @@ def test_whisper_hears_what_piper_said() -> None:
 def _corpus_utterances() -> dict[str, np.ndarray]:
     import wave
 
-    folder = Path(__file__).parent.parent / "loadtest" / "utterances"
+    folder = Path(__file__).resolve().parents[2] / "loadtest" / "utterances"
     utterances = {}
     for path in sorted(folder.glob("*.wav")):
         with wave.open(str(path)) as wav:
@@ -288,7 +288,7 @@ def test_the_embedded_sentence_encoder_finds_the_fact_a_player_asks_about_in_oth
     embedder = TransformersEmbedder(resolve_knowledge_model("all-minilm-l6-v2"))
     vectors = embedder.embed(["How much for a bed?", "Hello."])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-    bram = load_persona_file(Path(__file__).resolve().parent.parent / "voices" / "bram_innkeeper.toml").persona
+    bram = load_persona_file(Path(__file__).resolve().parents[2] / "voices" / "bram_innkeeper.toml").persona
     assert bram is not None
     found = KnowledgeIndex(bram, embedder).lookup("What would a bed for tonight set me back?")
     assert found.must_state is not None and "3 silver" in found.must_state.clause

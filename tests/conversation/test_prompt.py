@@ -15,7 +15,7 @@ from npcserver.conversation.prompt import (
 )
 from npcserver.personas import ContextKey, Persona, load_persona_file
 
-VOICES = Path(__file__).resolve().parent.parent / "voices"
+VOICES = Path(__file__).resolve().parents[2] / "voices"
 
 
 def greta() -> Persona:

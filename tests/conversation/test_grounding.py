@@ -22,7 +22,7 @@ from npcserver.conversation.knowledge import (
 )
 from npcserver.personas import Persona, load_persona_file
 
-VOICES = Path(__file__).resolve().parent.parent / "voices"
+VOICES = Path(__file__).resolve().parents[2] / "voices"
 
 
 def persona(pid: str) -> Persona:
