@@ -243,11 +243,13 @@ def test_demo_page_answers_a_spoken_question(tmp_path: Path, question_wav: Path)
         turn = answered_turn(state)
         transcript = said(state["transcripts"], turn)
         reply = said(state["replies"], turn)
-        assert "sword" in transcript.lower()
+        # "How much for a steel sword?" through Chromium's fake mic; tiny.en has also heard "steel sort"
+        heard = [word for word in ("sword", "steel") if word in transcript.lower()]
+        assert heard, transcript
         assert reply.strip()
         assert state["playedSamplesByTurn"][str(turn["turn"])] > 0
         assert {"asr_ms", "voice_to_voice_ms"} <= set(turn["timings"])
-        assert page.locator("#dialogue .bubble.player").filter(has_text="sword").count() >= 1
+        assert page.locator("#dialogue .bubble.player").filter(has_text=heard[0]).count() >= 1
         assert page.locator("#timings svg text").filter(has_text="speech recognition").count() == 1
         assert len(set(state["mouthShapesShown"]) - {"sil"}) >= 3  # Piper's alignment moves the mouth
         page.screenshot(path=str(tmp_path / "demo.png"))
