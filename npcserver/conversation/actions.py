@@ -80,16 +80,17 @@ def _value_spans(value: str, stems: Sequence[str]) -> list[tuple[int, int]]:
 def values_named(arg: ActionArg, text: str) -> list[str]:
     """The argument's declared values the text names, in the order declared."""
     stems = _stems(text)
-    return [value for value in arg.values if _value_spans(value, stems)]
+    return [value for value in arg.values if any(_value_spans(form, stems) for form in arg.spoken_forms(value))]
 
 
 NUMBER_REACH = 3  # "five pinches of saffron", "three of them spices": the count is a few words before
 
 
-def _number_before(text: str, value: str, arg: ActionArg) -> int | None:
-    """The number said a few words before the value ("two lanterns", "3 maps"), if allowed."""
+def _number_before(text: str, forms: Sequence[str], arg: ActionArg) -> int | None:
+    """The number said a few words before a value, in any of its `forms` ("two lanterns", "3 maps"),
+    if `arg` allows it."""
     stems = _stems(words_to_digits(text))
-    for start, _ in _value_spans(value, stems):
+    for start, _ in (span for form in forms for span in _value_spans(form, stems)):
         for before in reversed(stems[max(0, start - NUMBER_REACH) : start]):
             if before.isdigit():
                 return int(before) if arg.allows(int(before)) else None
@@ -100,7 +101,7 @@ def bind_args(action: Action, line: str, recent: str = "") -> dict[str, str | in
     """The action's arguments read from the line (a value it does not name: from the exchange just
     before, `recent`), or None when one cannot be read for sure (none named and no default, or two)."""
     args: dict[str, str | int] = {}
-    named_value: str | None = None  # a value the line itself names (a count stands before it)
+    named_forms: tuple[str, ...] = ()  # how the line itself names its value (a count stands before it)
     for arg in action.args:
         if arg.is_integer:
             continue
@@ -110,7 +111,7 @@ def bind_args(action: Action, line: str, recent: str = "") -> dict[str, str | in
             return None  # "a lantern and a map": which one?
         if found:
             args[arg.name] = found[0]
-            named_value = found[0] if in_line else None
+            named_forms = arg.spoken_forms(found[0]) if in_line else ()
         elif arg.default is not None:
             args[arg.name] = arg.default
         elif len(arg.values) == 1:
@@ -120,7 +121,7 @@ def bind_args(action: Action, line: str, recent: str = "") -> dict[str, str | in
     for arg in action.args:
         if not arg.is_integer:
             continue
-        number = _number_before(line, named_value, arg) if named_value is not None else _first_number(line, arg)
+        number = _number_before(line, named_forms, arg) if named_forms else _first_number(line, arg)
         if number is not None:
             args[arg.name] = number
         elif arg.default is not None:
@@ -149,7 +150,8 @@ class ActionIndex:
         self.persona = persona
         self._embedder = embedder
         self._values = sorted(
-            {value for action in persona.actions for arg in action.args for value in arg.values}, key=len, reverse=True
+            {form for action in persona.actions for arg in action.args for value in arg.values for form in arg.spoken_forms(value)},
+            key=len, reverse=True,
         )
         lines = [(action, line) for action in persona.actions for line in action.player_lines]
         self._verbs = opening_verbs([line for _, line in lines])  # "Teach me a spell": teach is a request

@@ -75,6 +75,12 @@ def _arg_problems(arg: Mapping[str, Any]) -> list[tuple[str, str]]:
             doubles = sorted({value for position, value in enumerate(values) if value in values[:position]})
             if doubles:
                 found.append((f"lists {', '.join(map(repr, doubles))} twice.", "List each value once."))
+            aliases = arg.get("aliases", {})
+            if isinstance(aliases, dict):
+                unknown = sorted(name for name in aliases if name not in values)
+                if unknown:
+                    found.append((f"has aliases for {', '.join(map(repr, unknown))}, which are not among its values.",
+                                  "Key each alias list by one of the values."))
             if default is not None and default not in values:
                 found.append((f"default {default!r} is not one of its values.", "Use one of the values, or remove the default."))
     elif kind == "integer":

@@ -139,7 +139,9 @@ def _to_action(spec: ActionSpec) -> Action:
         means=spec.means.strip(),
         player_lines=tuple(line.strip() for line in spec.player_lines),
         args=tuple(
-            ActionArg(name, tuple(arg.values), arg.min, arg.max, arg.default) for name, arg in spec.args.items()
+            ActionArg(name, tuple(arg.values), arg.min, arg.max, arg.default,
+                      tuple((value, tuple(words)) for value, words in arg.aliases.items()))
+            for name, arg in spec.args.items()
         ),
         requires_words=tuple(word.strip() for word in spec.requires_words),
         refusal=spec.refusal.strip() if spec.refusal else None,

@@ -41,6 +41,11 @@ class ActionArg:
     low: int | None = None
     high: int | None = None
     default: str | int | None = None  # None: the player must name it
+    aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (value, other words players use for it)
+
+    def spoken_forms(self, value: str) -> tuple[str, ...]:
+        """The value and the other words a player may name it by."""
+        return (value, *next((words for named, words in self.aliases if named == value), ()))
 
     @property
     def is_integer(self) -> bool:

@@ -207,6 +207,12 @@ class ActionArgSpec(SpecTable):
         description="For a choice: the allowed values, lowercase, as a player says them (plurals are matched too). The game receives the value as written here.",
         examples=[["rope", "lantern", "lucky charm"]],
     )
+    aliases: dict[ArgValue, list[ArgValue]] = Field(
+        default_factory=dict,
+        max_length=30,
+        description="For a choice: other words players use for a value; the game still receives the value. E.g. aliases = { \"healing salve\" = [\"ointment\", \"balm\"] }.",
+        examples=[{"healing salve": ["ointment", "balm"]}],
+    )
     min: int | None = Field(default=None, ge=-1_000_000, le=1_000_000, description="For an integer: the smallest value.", examples=[1])
     max: int | None = Field(default=None, ge=-1_000_000, le=1_000_000, description="For an integer: the largest value.", examples=[10])
     default: str | int | None = Field(

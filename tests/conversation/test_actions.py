@@ -250,3 +250,16 @@ def test_a_persona_s_own_action_lines_teach_the_request_grammar_its_verbs() -> N
     assert asks_for_something("teach me a spell, wizard", verbs)
     assert not asks_for_something("teach me a spell, wizard")  # not a verb the grammar knows by itself
     assert not asks_for_something("tell me about the spell", verbs | {"tell"})  # asking to be told is a question
+
+
+def test_aliases_name_a_value_and_the_game_gets_the_value() -> None:
+    maren = persona("maren_healer")
+    sell = maren.action("sell_item")
+    assert sell is not None
+    assert bind_args(sell, "I'll take a bottle of sleep potion") == {"item": "sleeping draught"}
+    assert bind_args(sell, "some ointment for this scrape, please") == {"item": "healing salve"}
+    pip = persona("pip_merchant").action("sell_item")
+    assert pip is not None and bind_args(pip, "two charts of the valley") == {"item": "map", "count": 2}
+    text = (VOICES / "maren_healer.toml").read_text(encoding="utf-8").replace('aliases = { "healing salve"', 'aliases = { "healing balm"')
+    loaded = parse_persona(text, VOICES / "maren_healer.toml")
+    assert any(p.field == "actions[1].args.item" and "not among its values" in p.problem for p in loaded.problems)
