@@ -143,16 +143,26 @@ def has_words(line: str, words: Sequence[str]) -> bool:
     return all(_value_spans(word, stems) for word in words)
 
 
+@dataclass(frozen=True, slots=True)
+class LineReading:
+    """A line as the detector reads it before anything is embedded."""
+
+    line: str
+    previous: tuple[str, str] | None  # the exchange just before (player, NPC)
+    parts: tuple[str, ...]  # the clauses that ask for something, from where they ask
+    with_password: tuple[Action, ...]  # the actions whose required words the line says
+    texts: tuple[str, ...]  # what to embed, masked; empty when the line asks for nothing
+
+
 class ActionIndex:
-    """A persona's actions and the lines that call for none, embedded, for one persona version."""
+    """A persona's actions and their lines, embedded, for one persona version."""
 
     def __init__(self, persona: Persona, embedder: SentenceEmbedder) -> None:
         self.persona = persona
         self._embedder = embedder
-        self._values = sorted(
-            {form for action in persona.actions for arg in action.args for value in arg.values for form in arg.spoken_forms(value)},
-            key=len, reverse=True,
-        )
+        self._by_id = {action.id: action for action in persona.actions}
+        forms = {form for action in persona.actions for arg in action.args for value in arg.values for form in arg.spoken_forms(value)}
+        self._masks = [_mask_patterns(form) for form in sorted(forms, key=len, reverse=True)]  # longest first
         lines = [(action, line) for action in persona.actions for line in action.player_lines]
         self._verbs = opening_verbs([line for _, line in lines])  # "Teach me a spell": teach is a request
         self._owners = [action for action, _ in lines]
@@ -160,81 +170,80 @@ class ActionIndex:
 
     def _masked(self, line: str) -> str:
         """The line with each declared value said as one neutral word, so wares do not sway the match."""
-        masked = line
-        for value in self._values:
-            words = value.split()
-            head = re.escape(words[-1])
-            pattern = r"\b" + r"\s+".join(re.escape(word) for word in words[:-1]) + (r"\s+" if len(words) > 1 else "") + head
-            masked = re.sub(pattern + r"(?:e?s)?\b", WARE, masked, flags=re.IGNORECASE)
-            if len(words) > 1:
-                masked = re.sub(r"\b" + head + r"(?:e?s)?\b", WARE, masked, flags=re.IGNORECASE)
-        return masked
+        for patterns in self._masks:
+            for pattern in patterns:
+                line = pattern.sub(WARE, line)
+        return line
 
-    def _names_only_others(self, action: Action, line: str) -> bool:
-        """Whether the line names declared values, none of them this action's."""
-        own = {value for arg in action.args for value in values_named(arg, line)}
-        named = {value for other in self.persona.actions for arg in other.args for value in values_named(arg, line)}
-        return bool(named) and not own
-
-    def _candidates(self, line: str) -> tuple[list[str], list[Action]]:
-        """The parts of the line that ask for something, and the actions whose password it says."""
+    def read(self, line: str, previous: tuple[str, str] | None = None) -> LineReading:
+        """What the line asks for and what `decide_reading` compares with the action lines (no model:
+        a caller may embed `texts` in a batch with other texts)."""
         if not self.persona.actions or not line.strip():
-            return [], []
-        said = [action for action in self.persona.actions if action.requires_words and has_words(line, action.requires_words)]
-        return request_parts(line, self._verbs), said
-
-    def texts(self, line: str, previous: tuple[str, str] | None = None) -> list[str]:
-        """What `decide` compares with the action lines, masked; empty when the line asks for nothing
-        (a caller may embed these in a batch with other texts)."""
-        parts, said = self._candidates(line)
+            return LineReading(line, previous, (), (), ())
+        parts = tuple(request_parts(line, self._verbs))
+        said = tuple(a for a in self.persona.actions if a.requires_words and has_words(line, a.requires_words))
         if not parts and not said:
-            return []
+            return LineReading(line, previous, parts, said, ())
         texts = [line, *parts]
         if previous is not None and len(line.split()) <= SHORT_REPLY_WORDS:
             texts.append(f"{previous[0]} {line}")  # "do it" after "can you fix my sword?"
-        return [self._masked(text) for text in texts]
+        return LineReading(line, previous, parts, said, tuple(self._masked(text) for text in texts))
 
-    def decide(
-        self, line: str, previous: tuple[str, str] | None = None, vectors: np.ndarray | None = None
-    ) -> ActionDecision:
-        """Which action the line calls for (blocking: one batch of embeddings, unless `vectors` are
-        those of `texts(line, previous)`). `previous` is the exchange just before (player, NPC), where
-        "I'll take it" finds what "it" is."""
-        texts = self.texts(line, previous)
-        if not texts:
+    def decide(self, line: str, previous: tuple[str, str] | None = None) -> ActionDecision:
+        """Which action the line calls for (blocking: one batch of embeddings). `previous` is the
+        exchange just before (player, NPC), where "I'll take it" finds what "it" is."""
+        reading = self.read(line, previous)
+        vectors = self._embedder.embed(list(reading.texts)) if reading.texts else None
+        return self.decide_reading(reading, vectors)
+
+    def decide_reading(self, reading: LineReading, vectors: np.ndarray | None) -> ActionDecision:
+        """The decision for a line read by `read`, given the embeddings of its `texts`."""
+        if not reading.texts or vectors is None:
             return NO_ACTION
-        if vectors is None:
-            vectors = self._embedder.embed(texts)
-        parts, with_password = self._candidates(line)
+        line = reading.line
         scores = (vectors @ self._vectors.T).max(axis=0)
         best: dict[str, float] = {}
         for owner, score in zip(self._owners, scores, strict=True):
             best[owner.id] = max(best.get(owner.id, -1.0), float(score))
         ranked = sorted(best.items(), key=lambda item: -item[1])
-        recent = " ".join(previous) if previous is not None else ""
+        recent = " ".join(reading.previous) if reading.previous is not None else ""
         said = not_supposed(line)  # "if I bought two maps, ..." names no map to sell
+        named = {a.id: {v for arg in a.args for v in values_named(arg, line)} for a in self.persona.actions}
+
+        def names_only_others(action_id: str) -> bool:  # "sell me some rope": rope is what Pip sells, not buys
+            return any(named.values()) and not named[action_id]
+
         for action_id, score in ranked:
             if score < ACTION_BAR:
                 break
-            action = self.persona.action(action_id)
-            assert action is not None
-            said_words = action in with_password
-            if not parts and not said_words:
+            action = self._by_id[action_id]
+            said_words = action in reading.with_password
+            if not reading.parts and not said_words:
                 continue  # "Hawthorn." alone asks for nothing but the gate
-            if self._names_only_others(action, line):
-                continue  # "sell me some rope": rope is what Pip sells, not what he buys
+            if names_only_others(action_id):
+                continue
             if action.requires_words and not said_words:  # the refusal replaces the whole answer: be sure
                 return ActionDecision(None, action.refusal if score >= REFUSAL_BAR else None, score, action_id)
             args = bind_args(action, said, recent)
             if args is None:  # asked for, but for what? The model answers (and may ask which).
                 return ActionDecision(None, None, score, action_id)
-            if any(other_score > score - ACTIONS_APART and (other := self.persona.action(other_id)) is not None
-                   and bind_args(other, said, recent) is not None and not self._names_only_others(other, line)
+            if any(other_score > score - ACTIONS_APART and not names_only_others(other_id)
+                   and bind_args(self._by_id[other_id], said, recent) is not None
                    for other_id, other_score in ranked if other_id != action_id):
                 return ActionDecision(None, None, score, action_id)  # "mend this axe": sell it or mend it?
             return ActionDecision(ActionCall(action, args), None, score, action_id)
         top_id, top = ranked[0]
         return ActionDecision(None, None, top, top_id)
+
+
+def _mask_patterns(form: str) -> tuple[re.Pattern[str], ...]:
+    """How a value is found to be masked: its words in order (plural allowed), and for a multi-word
+    value its last word alone ("a salve" for "healing salve")."""
+    words = [re.escape(word) for word in form.split()]
+    whole = re.compile(r"\b" + r"\s+".join(words) + r"(?:e?s)?\b", re.IGNORECASE)
+    if len(words) == 1:
+        return (whole,)
+    return whole, re.compile(r"\b" + words[-1] + r"(?:e?s)?\b", re.IGNORECASE)
 
 
 class NotDeclared(ValueError):

@@ -139,11 +139,6 @@ class ModelRunner:
         assert detector is not None, "no turn detector loaded"
         return await self._call("turn", lambda: detector.turn_complete_probability(audio))
 
-    async def look_up(self, persona: Persona, line: str) -> Lookup:
-        """The persona facts the line asks about (NOTHING_FOUND without an embedder)."""
-        lookup, _ = await self.understand(persona, line)
-        return lookup
-
     async def understand(
         self, persona: Persona, line: str, previous: tuple[str, str] | None = None
     ) -> tuple[Lookup, ActionDecision]:
@@ -156,10 +151,10 @@ class ModelRunner:
     def _understand(self, persona: Persona, line: str, previous: tuple[str, str] | None) -> tuple[Lookup, ActionDecision]:
         indexes = self._indexes_of(persona)
         facts, actions = indexes.facts, indexes.actions
-        texts = [facts.query_text(line), *actions.texts(line, previous)]
+        reading = actions.read(line, previous)
         assert self.backends.embedder is not None
-        vectors = self.backends.embedder.embed(texts)
-        return facts.lookup(line, vectors[0]), actions.decide(line, previous, vectors[1:])
+        vectors = self.backends.embedder.embed([facts.query_text(line), *reading.texts])
+        return facts.lookup(line, vectors[0]), actions.decide_reading(reading, vectors[1:])
 
     def knowledge_index(self, persona: Persona) -> None:
         """Build the persona's fact and action indexes in the background, so its first turn does not wait."""
