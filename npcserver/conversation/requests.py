@@ -68,8 +68,9 @@ _QUESTION = re.compile(
 _QUESTION_START = re.compile(r"^(?:is|are|was|were|do|does|did|have|has)\b(?!\s+(?:you\s+)?want\s+to|\s+it\b)")
 _NOT_NOW = re.compile(r"^(?:if|when|once|after|before|last|yesterday|no\b|not\b|nah|never)")
 _NEGATED = re.compile(r"\b(?:don'?t|do\s+not|won'?t|will\s+not|wouldn'?t|can'?t|cannot|no\s+need|not|never)\b")
-_INFORMATION_WORDS = frozenset({"tell", "say", "explain", "describe", "know", "ask", "remember", "think", "guess", "wonder"})
-_INFORMATION_VERBS = re.compile(r"^(?:tell|say|explain|describe|know|ask|remember|recommend|think|guess|wonder)")
+# asking to be told is a question, not a request: "could you tell me...", "I'd like to know"
+_INFORMATION_WORDS = frozenset({"tell", "say", "explain", "describe", "know", "ask", "remember", "recommend", "think", "guess", "wonder"})
+_INFORMATION_VERBS = re.compile(rf"^(?:{'|'.join(sorted(_INFORMATION_WORDS))})")
 
 
 def written(line: str) -> str:
@@ -109,7 +110,8 @@ def _asks(clause: str, verbs: frozenset[str] = frozenset()) -> str | None:
     """The part of a clause from where it asks for something, or None."""
     if _NOT_NOW.match(clause) or _QUESTION_START.match(clause):
         return None
-    if _AT_START.match(clause) or (clause.split()[0] in verbs and clause.split()[0] not in _INFORMATION_WORDS):
+    first = clause.split()[0]
+    if _AT_START.match(clause) or (first in verbs and first not in _INFORMATION_WORDS):
         return clause
     for match in _ANYWHERE.finditer(clause):
         before, rest = clause[: match.start()], clause[match.end() - 1 :]
