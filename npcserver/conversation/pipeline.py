@@ -542,9 +542,6 @@ async def _write_reply(
     check = result.check
     lookup = check.lookup if check is not None else NOTHING_FOUND
     lead = check.lead() if check is not None and request.fact_first else None
-    facts = (lookup.must_state.clause,) if lead and lookup.must_state else lookup.facts
-    messages = request.messages_for(result.player_text, facts, result.action)
-    options = request.options
     confirm = result.action.action.confirmation(result.action.args) if result.action is not None else None
     if confirm:  # the designer's words for the action: the reply cannot refuse what the game does
         lead = f"{confirm} {lead}" if lead else confirm
@@ -555,15 +552,19 @@ async def _write_reply(
         # a confirm line may hold a gesture ("*nods* The axe it is."): it plays, it is not spoken
         said_first = _with_emote_cues([*lead_splitter.push(lead), *lead_splitter.flush()], emotes)
         await _pass_on("", out, result, [], clauses, said_first)
+    if confirm:
+        # the confirm line (and the fact asked for) is the whole reply, with no prompt built: a model
+        # going on from it may still say "you can't buy that" while the game hands the item over
+        await clauses.put(None)
+        return
+    facts = (lookup.must_state.clause,) if lead and lookup.must_state else lookup.facts
+    messages = request.messages_for(result.player_text, facts, result.action)
+    options = request.options
+    if lead:
         messages = [*messages, ChatMessage("assistant", lead)]
         left = max(0, request.max_reply_words - len(lead.split()))
         options = replace(options, max_new_tokens=min(options.max_new_tokens, int(left * 1.5) + 4))
         splitter = ClauseSplitter(first_chunk_min_words=1, first_chunk_max_words=FIRST_CLAUSE_MAX_WORDS, early_first_chunk=False)
-    if confirm:
-        # the designer's confirm line (and the fact asked for) is the whole reply: a model going on
-        # from it may still say "you can't buy that" while the game hands the item over
-        await clauses.put(None)
-        return
     llm_started = time.perf_counter()
     try:
         stopped = False
