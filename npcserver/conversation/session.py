@@ -176,7 +176,7 @@ class Session:
         self._samples_in = 0
         self._cut_off: TurnResult | None = None  # the NPC turn the player's voice last cut short
         self.active_at = time.monotonic()  # when the player was last active, for the idle timeout
-        self._scripted_action: ActionCall | None = None  # the checked action of the say being started
+        self._scripted_action: ActionCall | None = None  # a checked say's action, until its StartTurn runs
         self._remembered_turn: int | None = None  # whose exchange is the last of the history
         self._forgotten_turn: int | None = None  # replaced by a continuation: never remembered
         self._scoring: set[asyncio.Task[None]] = set()  # turn detector calls in flight
@@ -333,7 +333,9 @@ class Session:
             elif isinstance(command, StartTurn):
                 self._forget(command.replaces)
                 if command.scripted:
-                    await self._begin_turn(command.turn, scripted_line=command.text, started_at=time.perf_counter())
+                    action, self._scripted_action = self._scripted_action, None  # the say's own action, once
+                    await self._begin_turn(command.turn, scripted_line=command.text, scripted_action=action,
+                                           started_at=time.perf_counter())
                 elif command.ended is None:
                     await self._begin_turn(command.turn, text=command.text, started_at=time.perf_counter())
                 else:
@@ -405,7 +407,7 @@ class Session:
 
     def _request(
         self, number: int, audio: np.ndarray | None = None, text: str | None = None, resume: bool = False,
-        scripted_line: str | None = None,
+        scripted_line: str | None = None, scripted_action: ActionCall | None = None,
     ) -> TurnRequest:
         return persona_turn_request(
             self._persona(),
@@ -418,13 +420,9 @@ class Session:
             audio=audio,
             text=text,
             scripted_line=scripted_line,
-            scripted_action=self._take_scripted_action() if scripted_line is not None else None,
+            scripted_action=scripted_action,
             resume_text=self._cut_off.unheard_reply() if self._cut_off is not None and resume else None,
         )
-
-    def _take_scripted_action(self) -> ActionCall | None:
-        action, self._scripted_action = self._scripted_action, None
-        return action
 
     def _reply_seed(self, number: int) -> int | None:
         """With `llm_seed` set, turn N of every conversation samples alike (a speculative try and its commit too)."""
@@ -432,13 +430,14 @@ class Session:
 
     async def _begin_turn(
         self, number: int, *, started_at: float, audio: np.ndarray | None = None, text: str | None = None,
-        scripted_line: str | None = None, timings: dict[str, float] | None = None, resume: bool = False,
+        scripted_line: str | None = None, scripted_action: ActionCall | None = None,
+        timings: dict[str, float] | None = None, resume: bool = False,
     ) -> None:
         await self._drop_speculation()
         await self.interrupt()  # a new player turn always cuts the NPC's previous one
         self.turn = number
         turn = self._new_turn(number, started_at, timings)
-        self._launch(turn, self._run_turn(turn, self._request(number, audio, text, resume, scripted_line)))
+        self._launch(turn, self._run_turn(turn, self._request(number, audio, text, resume, scripted_line, scripted_action)))
         self._cut_off = None
         if scripted_line is None:  # a scripted line needs no model: nothing to fill a wait with
             self._start_filler_timer(turn)
