@@ -21,6 +21,7 @@ import numpy as np
 
 from npcserver.backends.base import SentenceEmbedder
 from npcserver.conversation.answer_kinds import asked_kinds, given_kinds
+from npcserver.conversation.wordnet import NounBridges
 from npcserver.personas import Persona
 
 # Measured on loadtest/dialogue_questions.toml (75 fact questions, 20 small-talk lines, MiniLM-L6):
@@ -157,10 +158,15 @@ class KnowledgeIndex:
             f"What about {topic}?" for topic in persona.forbidden_topics
         ]
         self._topic_vectors = embedder.embed(topics) if topics else np.zeros((0, 1), dtype=np.float32)
+        self._bridges = NounBridges(persona.facts, {form.lower() for form in _name_forms(persona)})
 
     def query_text(self, line: str) -> str:
-        """What is embedded for the line (a caller may embed it in a batch with other texts)."""
-        return self._without_address(line)
+        """What is embedded for the line (a caller may embed it in a batch with other texts): the
+        line without its address, and the facts' own words for the nouns it names differently
+        ("... tie up my old nag? (horse)")."""
+        line = self._without_address(line)
+        fact_words = self._bridges.fact_words_for(line)
+        return f"{line} ({', '.join(fact_words)})" if fact_words else line
 
     def lookup(self, line: str, query: np.ndarray | None = None) -> Lookup:
         """The facts nearest the line (blocking: one embedding, unless `query` is the embedding of
