@@ -210,17 +210,16 @@ class _Player:
             if not await self.connect():
                 self.state.records.append(failed_record(planned, utterance, CONNECT_FAILED_CODE, None, run_t0))
                 return
-        assert self.session is not None
+        session = self.session  # close() may clear self.session while this turn runs (a stopped run)
+        assert session is not None
         if self.config.text_mode:
-            result = await self.session.say(utterance.text, timeout_s=self.config.turn_timeout_s)
+            result = await session.say(utterance.text, timeout_s=self.config.turn_timeout_s)
         else:
-            result = await self.session.speak(
-                utterance.pcm, speech_end=utterance.speech_end, timeout_s=self.config.turn_timeout_s
-            )
+            result = await session.speak(utterance.pcm, speech_end=utterance.speech_end, timeout_s=self.config.turn_timeout_s)
         self.state.records.append(make_record(planned, utterance, result, run_t0, self.config.text_mode))
-        for error in self.session.unrouted_errors:
+        for error in session.unrouted_errors:
             self.state.session_errors[error.code] += 1
-        self.session.unrouted_errors.clear()
+        session.unrouted_errors.clear()
         # The player listens to the whole reply before speaking again (bounded by the turn timeout).
         end = turn_playback_end(result)
         if end is not None:
