@@ -172,18 +172,22 @@ def lookup_only(args: argparse.Namespace) -> None:
             tally = counts[persona.id]
             tally[kind] += 1
             if kind == "fact" and found.must_state is not None:
-                tally["right" if found.must_state.fact == question["fact"] - 1 else "other"] += 1
+                said = [match.fact for match in found.to_state]
+                tally["right" if question["fact"] - 1 in said else "other"] += 1
+                tally["two_facts"] += len(said) > 1
             elif kind == "deflect":
                 tally["topic"] += found.forbidden_topic is not None
             elif kind == "chat":
                 tally["chat_fact"] += found.must_state is not None
     counts["all"] = sum(counts.values(), Counter())
-    print(f"{'persona':18s} {'asked fact':>10s} {'other fact':>10s} {'topic':>6s} {'chat+fact':>9s}")
+    print(f"{'persona':18s} {'asked fact':>10s} {'other fact':>10s} {'two facts':>9s} {'topic':>6s} {'chat+fact':>9s}")
     for npc, tally in counts.items():
         print(f"{npc:18s} {_share(tally, 'right', 'fact'):>10s} {_share(tally, 'other', 'fact'):>10s} "
-              f"{_share(tally, 'topic', 'deflect'):>6s} {_share(tally, 'chat_fact', 'chat'):>9s}")
-    print("asked fact: the reply must state the fact the question asks for; other fact: it must state a different one; "
-          "topic: a forbidden-topic line is seen as one; chat+fact: small talk that must state a fact.")
+              f"{_share(tally, 'two_facts', 'fact'):>9s} {_share(tally, 'topic', 'deflect'):>6s} "
+              f"{_share(tally, 'chat_fact', 'chat'):>9s}")
+    print("asked fact: the reply must state the fact the question asks for (alone or with a near tie); other fact: "
+          "it must state other facts only; two facts: a near tie, both said; topic: a forbidden-topic line is seen as "
+          "one; chat+fact: small talk that must state a fact.")
 
 
 def print_report(outcomes: list[Outcome]) -> None:

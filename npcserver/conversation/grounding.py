@@ -57,7 +57,8 @@ class ReplyCheck:
         # to "what does a repair cost?", nor is the "thirty years" of the persona's story). Unsure of
         # the fact asked for, it may state no fact's values: a true price for the wrong question is wrong.
         if self.lookup.must_state:
-            sources: tuple[str, ...] = (self.persona.name, self.persona.role, self.lookup.must_state.clause)
+            clauses = tuple(match.clause for match in self.lookup.to_state)
+            sources: tuple[str, ...] = (self.persona.name, self.persona.role, *clauses)
         else:
             sources = _identity(self.persona)
         self._known = vocabulary(*sources, self.player_text, self.context_text)
@@ -81,7 +82,7 @@ class ReplyCheck:
         need = self.lookup.must_state
         if need is not None and self._fact_missing():
             # the fact must fit under the word cap after what the model said: say it now if it would not
-            fact_words = len(spoken_fact(self.persona, need).split())
+            fact_words = sum(len(spoken_fact(self.persona, match).split()) for match in self._unsaid())
             if _words(self.said) + len(clause.split()) + fact_words > self.persona.max_reply_words:
                 return self._with_fact(), True
         if self.said and _words(self.said) + len(clause.split()) > self.persona.max_reply_words:
@@ -109,16 +110,20 @@ class ReplyCheck:
             self.said.extend(added)
         return added
 
+    def _unsaid(self) -> list[FactMatch]:
+        said = " ".join(self.said)
+        return [match for match in self.lookup.to_state if not states(said, match.clause, self.persona.name)]
+
     def _fact_missing(self) -> bool:
-        need = self.lookup.must_state
-        return need is not None and not states(" ".join(self.said), need.clause, self.persona.name)
+        return bool(self._unsaid())
 
     def _with_fact(self) -> list[str]:
-        """The fact to say in place of what was held back: the one the line asked for, if still unsaid."""
-        need: FactMatch | None = self.lookup.must_state
-        if need is None or (self.said and states(" ".join(self.said), need.clause, self.persona.name)):
+        """The fact to say in place of what was held back: the one the line asked for (and its near
+        tie), as far as still unsaid, in one line."""
+        unsaid = self._unsaid()
+        if not unsaid:
             return []
-        line = spoken_fact(self.persona, need)
+        line = " ".join(spoken_fact(self.persona, match) for match in unsaid)
         self.said.append(line)
         self.corrected = True
         return [line]

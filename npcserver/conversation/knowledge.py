@@ -21,6 +21,7 @@ import numpy as np
 
 from npcserver.backends.base import SentenceEmbedder
 from npcserver.conversation.answer_kinds import asked_kinds, given_kinds
+from npcserver.conversation.claims import claims_of
 from npcserver.conversation.wordnet import NounBridges
 from npcserver.personas import Persona
 
@@ -39,6 +40,10 @@ WHOLE_FACT_SHARE = 0.85  # a whole fact of several parts scoring this share of i
 # both question sets, 0.25 finds 22 of 35 forbidden-topic lines (0.33: 16) and deflects 4 of 195 others
 # (0.33: 3).
 TOPIC_FORBIDDEN = 0.25
+# The fact asked for and the runner-up within this of it: the encoder cannot tell them apart ("what do
+# you buy?" is as near "Pip sells rope..." as "Pip buys old coins..."), so the NPC says both, when
+# the runner-up holds no number (a price or count is another question's answer) and both fit the cap.
+NEAR_TIE = 0.08
 # added to a fact's score when it holds the kind of answer the line asks for (a price, a time, a
 # name...): enough to lift the one fact that answers "what's that cost?" over the bar when the
 # words alone leave it at 0.2, too little to beat a fact that matches by meaning
@@ -70,10 +75,16 @@ class Lookup:
     matches: tuple[FactMatch, ...]  # best first, at most FACTS_IN_PROMPT, each scoring >= FACT_SHOWN
     must_state: FactMatch | None  # the fact the reply has to state (the line clearly asks for it)
     forbidden_topic: str | None  # a forbidden topic the line is about
+    also_state: FactMatch | None = None  # a near tie with must_state, said after it (see NEAR_TIE)
 
     @property
     def facts(self) -> tuple[str, ...]:
         return tuple(match.clause for match in self.matches)
+
+    @property
+    def to_state(self) -> tuple[FactMatch, ...]:
+        """The facts the reply has to state, in the order they are said."""
+        return tuple(match for match in (self.must_state, self.also_state) if match is not None)
 
 
 NOTHING_FOUND = Lookup((), None, None)
@@ -204,7 +215,15 @@ class KnowledgeIndex:
         asked = best is not None and (
             best.score >= FACT_CONFIDENT or (best.score >= FACT_QUESTION and is_question(line))
         )
-        return Lookup(shown, best if asked else None, topic)
+        if not asked:
+            return Lookup(shown, None, topic)
+        return Lookup(shown, best, topic, self._near_tie(shown))
+
+    def _near_tie(self, shown: tuple[FactMatch, ...]) -> FactMatch | None:
+        if len(shown) < 2 or shown[1].score < shown[0].score - NEAR_TIE or claims_of(shown[1].clause).numbers:
+            return None
+        words = sum(len(spoken_fact(self.persona, match).split()) for match in shown[:2])
+        return shown[1] if words <= self.persona.max_reply_words else None
 
     def _without_address(self, line: str) -> str:
         """The line without the words that only address the NPC ("Healer, where's your house?"): the

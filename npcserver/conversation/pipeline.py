@@ -557,7 +557,7 @@ async def _write_reply(
         # going on from it may still say "you can't buy that" while the game hands the item over
         await clauses.put(None)
         return
-    facts = (lookup.must_state.clause,) if lead and lookup.must_state else lookup.facts
+    facts = tuple(match.clause for match in lookup.to_state) if lead and lookup.must_state else lookup.facts
     messages = request.messages_for(result.player_text, facts, result.action)
     options = request.options
     if lead:

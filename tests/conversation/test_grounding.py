@@ -267,3 +267,24 @@ def test_the_lookup_ignores_the_words_that_only_address_the_npc(npc: str, line: 
     index = KnowledgeIndex(persona(npc), embedder)
     index.lookup(line)
     assert embedder.calls[-1] == [searched]
+
+
+def test_a_near_tie_without_numbers_is_said_after_the_fact_asked_for() -> None:
+    pip = persona("pip_merchant")
+    index = KnowledgeIndex(pip, FakeEmbedder())
+    found = index.lookup("What do you buy, and what do you sell?")
+    assert [match.clause for match in found.to_state] == [
+        "Pip buys old coins and shiny stones.", "Pip sells rope, lanterns, maps, spices and lucky charms."]
+    check = ReplyCheck(pip, found, "What do you buy, and what do you sell?")
+    assert check.lead() == "I buy old coins and shiny stones. I sell rope, lanterns, maps, spices and lucky charms."
+    # the runner-up here is the saffron fact, whose price answers another question: said alone
+    found = index.lookup("Do you buy or sell?")
+    assert found.must_state is not None and found.also_state is None
+
+
+def test_a_runner_up_holding_a_price_is_never_said_beside_the_fact_asked_for() -> None:
+    greta = persona("greta_blacksmith")
+    index = KnowledgeIndex(greta, FakeEmbedder())
+    for line in ("Do you forge swords?", "What does a plain sword cost?", "Swords?"):
+        found = index.lookup(line)
+        assert found.also_state is None or not claims_of(found.also_state.clause).numbers
