@@ -100,6 +100,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_json)
     if args.command == "serve":
+        from npcserver.edge.heap import limit_arenas
+
+        limit_arenas()  # before any worker thread starts: see npcserver.edge.heap
         from npcserver.edge.server import run_server
 
         asyncio.run(run_server(settings))

@@ -39,6 +39,7 @@ from npcserver.conversation.phrase_cache import PhraseAudioCache
 from npcserver.conversation.pipeline import ModelRunner
 from npcserver.conversation.session import Session, SessionClosed, SessionServices, SessionState
 from npcserver.edge.auth import origin_allowed, parse_origins, token_from_request, verify_token
+from npcserver.edge.heap import TRIM_EVERY_S, release_freed_memory
 from npcserver.edge.limits import (
     AddressBudgets,
     ConnectionCounter,
@@ -167,6 +168,7 @@ class NpcServer:
         self.registry = registry_from_settings(self.settings, self.site_record)
         await self.registry.start()
         self._spawn(self._load_models())
+        self._spawn(self._release_freed_memory())
         self._spawn(self.personas.watch(self._stopping))
         self.personas.add_listener(self._end_sessions_of_removed_persona)
         if self.settings.persona_tests_on_reload:
@@ -182,6 +184,17 @@ class NpcServer:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
+
+    async def _release_freed_memory(self) -> None:
+        """Hand freed heap pages back every TRIM_EVERY_S: a burst of sessions should not raise the
+        node's memory for good (npcserver.edge.heap)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=TRIM_EVERY_S)
+            held, started = resident_memory_bytes(), time.perf_counter()
+            await asyncio.to_thread(release_freed_memory)
+            log.debug("heap trimmed: %.0f MiB handed back in %.0f ms",
+                      (held - resident_memory_bytes()) / 2**20, (time.perf_counter() - started) * 1000)
 
     async def _load_models(self) -> None:
         started = time.perf_counter()
