@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from npcserver.models import (
@@ -82,22 +81,15 @@ def thread_budget(settings: Settings, cores: int | None = None) -> ThreadBudget:
     )
 
 
-def has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (Intel AMX): then bf16 is faster than float32."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-
-
 def resolve_llm_precision(setting: str, device: Device) -> str:
     """The number format the dialogue model runs in: the setting, or for 'auto' the best for this machine.
 
-    On a CPU with AMX, bfloat16 (the issue's measurements: prefill 133-232 ms for 300 tokens, faster
-    than int8, and 8/20 facts held where dynamic int8 held 1/20). Without AMX bfloat16 is emulated
-    (here, AVX2: prefill 8 s, a step 89 ms) and float32 decodes at half int8's speed (130 vs 71 ms a
-    step) for no fact recall gained once facts are looked up and checked (83 vs 85 %, README
-    "Grounded replies"), so int8 there.
+    On a CPU, int8 (torch dynamic quantization), AMX or not. bfloat16 prefills a 300-token prompt
+    faster on AMX (133-232 ms), but in the server, one LLM thread beside ASR and TTS, it was slower:
+    real speech, one player, voice to voice p50 680 ms against int8's 544 ms (reply audio 744 vs 511
+    ms), for the same recall once facts are looked up and checked (85 % on the unseen set, README
+    "Grounded replies"). Without AMX bfloat16 is emulated (AVX2: prefill 8 s), and float32 decodes at
+    half int8's speed for no recall gained (83 vs 85 %).
     """
     if setting != "auto":
         if setting == "int8" and device == "cuda":
@@ -105,7 +97,7 @@ def resolve_llm_precision(setting: str, device: Device) -> str:
         return setting
     if device == "cuda":
         return "fp16"
-    return "bf16" if has_amx_bf16() else "int8"
+    return "int8"
 
 
 
