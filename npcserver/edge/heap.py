@@ -10,7 +10,6 @@ two cores' worth of threads, and `malloc_trim` hands freed pages back to the sys
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 
@@ -22,14 +21,12 @@ TRIM_EVERY_S = 10.0  # every 30 s, a soak's memory still swung by ~700 MiB betwe
 
 
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library this process already runs on (not ctypes.util.find_library: that runs ldconfig)."""
     try:
-        libc = ctypes.CDLL(name)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 _LIBC = _libc()

@@ -188,9 +188,10 @@ class NpcServer:
     async def _release_freed_memory(self) -> None:
         """Hand freed heap pages back every TRIM_EVERY_S: a burst of sessions should not raise the
         node's memory for good (npcserver.edge.heap)."""
-        while not self._stopping.is_set():
+        while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=TRIM_EVERY_S)
+                return  # stopping: no trim for a process about to exit
             held, started = resident_memory_bytes(), time.perf_counter()
             await asyncio.to_thread(release_freed_memory)
             log.debug("heap trimmed: %.0f MiB handed back in %.0f ms",

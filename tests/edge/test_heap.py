@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 
 import pytest
@@ -26,7 +25,7 @@ def test_arenas_are_capped_unless_the_environment_says_otherwise(monkeypatch: py
 def test_freed_heap_memory_goes_back_to_the_system() -> None:
     # blocks below the mmap threshold live in the heap; with a few kept above them, freeing them
     # leaves the pages with the process until the heap is trimmed
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
     blocks = [libc.malloc(32_768) for _ in range(20_000)]  # ~640 MiB
