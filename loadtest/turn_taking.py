@@ -37,6 +37,7 @@ from npcserver.conversation.endpoint import Endpointer, SileroVad
 from npcserver.conversation.turn_taking import (
     CommitSpeculation,
     PauseRule,
+    ScoreSentenceEnd,
     ScoreTurnEnd,
     StartSpeculation,
     StartTurn,
@@ -60,7 +61,20 @@ RULES: dict[str, PauseRule] = {
     "smart turn >=0.8: 250, <0.5: 1200, else text": PauseRule(
         finished_ms=300, complete_at=0.8, complete_ms=250, incomplete_below=0.5
     ),
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900": PauseRule(
+        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.02,
+    ),
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, >=0.25: 500": PauseRule(
+        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.02, sentence_end_at=0.25,
+    ),
+    "smart turn 0.5: 250 / 900 ms, words <0.05: 900, >=0.25: 500": PauseRule(
+        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.05, sentence_end_at=0.25,
+    ),
 }
+DEFAULT_RULE = "smart turn 0.5: 250 / 900 ms, words <0.02: 900"  # the server's settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +188,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
 
 # ------------------------------------------------------------------------------------------ simulation
 class Models:
-    """The real ASR and Smart Turn, cached by audio (the same speculation recurs under every rule)."""
+    """The real ASR, Smart Turn and sentence-end model, cached by input (the same speculation recurs under every rule)."""
 
     def __init__(self) -> None:
         from npcserver.backends.smart_turn import SmartTurnDetector
@@ -183,6 +197,7 @@ class Models:
 
         self._asr = WhisperTranscriber(resolve_asr_model("tiny.en"), cpu_threads=1)
         self._detector = SmartTurnDetector(resolve_turn_detector("smart-turn-v3.2"))
+        self._words = sentence_end_model()
         self._cache: dict[tuple[str, str], object] = {}
 
     def _cached(self, kind: str, audio: np.ndarray, compute: Callable[[np.ndarray], object]) -> object:
@@ -191,6 +206,12 @@ class Models:
             self._cache[key] = compute(audio)
         return self._cache[key]
 
+    def sentence_end(self, text: str) -> float:
+        key = ("words", text)
+        if key not in self._cache:
+            self._cache[key] = self._words.sentence_end_probability(text)
+        return float(self._cache[key])  # type: ignore[arg-type]
+
     def transcript(self, audio: np.ndarray) -> str:
         return str(self._cached("asr", audio, lambda a: self._asr.transcribe(a).text))
 
@@ -198,11 +219,67 @@ class Models:
         return float(self._cached("turn", audio, self._detector.turn_complete_probability))  # type: ignore[arg-type]
 
 
+def sentence_end_model():  # type: ignore[no-untyped-def]
+    from npcserver.backends.sentence_end import SentenceEndScorer
+    from npcserver.models import prepare_models, resolve_llm_model
+
+    settings = Settings()
+    prepare_models(settings)
+    return SentenceEndScorer(resolve_llm_model(settings.sentence_end_model, settings))
+
+
+# ------------------------------------------------------------------------------------------ words alone
+LINE_SOURCES = ("loadtest/dialogue_questions*.toml", "loadtest/action_lines*.toml", "voices/*.toml")
+
+
+def player_lines(root: Path) -> list[str]:
+    """Every player line the repository holds (benchmark questions, persona tests and examples), as said."""
+    import tomllib
+
+    from npcserver.backends.sentence_end import plain_words
+
+    def walk(node: object) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["player"]] if isinstance(node.get("player"), str) else []
+            return found + [line for value in node.values() for line in walk(value)]
+        if isinstance(node, list):
+            return [line for value in node for line in walk(value)]
+        return []
+
+    lines = {plain_words(line) for pattern in LINE_SOURCES for path in root.glob(pattern)
+             for line in walk(tomllib.loads(path.read_text(encoding="utf-8")))}
+    return sorted(line for line in lines if len(line.split()) >= 3)
+
+
+def words_benchmark(lines: list[str], seed: int, thresholds: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.25)) -> dict:
+    """Whole lines against the same lines cut at a random word: how the sentence-end model tells them apart."""
+    import random
+
+    rng = random.Random(seed)
+    whole_set = set(lines)
+    pairs = []
+    for line in lines:
+        words = line.split()
+        cut = " ".join(words[: rng.randrange(1, len(words))])
+        if cut not in whole_set:  # "good day" cut from "good day to you" is whole too
+            pairs.append((line, cut))
+    model = sentence_end_model()
+    whole = np.array([model.sentence_end_probability(line) for line, _ in pairs])
+    cut = np.array([model.sentence_end_probability(part) for _, part in pairs])
+    auc = float(np.mean((whole[:, None] > cut[None, :]) + 0.5 * (whole[:, None] == cut[None, :])))
+    return {
+        "pairs": len(pairs),
+        "auc": auc,
+        "below": {t: (float(np.mean(whole < t)), float(np.mean(cut < t))) for t in thresholds},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Latencies:
     asr_ms: float
     detector_ms: float
     reply_ms: float
+    sentence_end_ms: float = 70.0
 
 
 BACKGROUND_GATE = [Settings().end_silence_background_db or None]  # --no-background-gate: [None]
@@ -228,6 +305,14 @@ def run_stream(
     core = TurnTaking(new_endpointer(vad, end_silence_ms), TurnTakingRules(pause=rule))
     due: list[tuple[int, Callable[[], None]]] = []  # model answers, by the sample they arrive at
     ready_at: dict[int, int] = {}  # speculative turn -> the sample its reply audio is ready
+    position = 0
+
+    def heard(turn: int, text: str) -> None:
+        for question in core.on_transcript(turn, text):
+            assert isinstance(question, ScoreSentenceEnd)
+            at, p = question.at_sample, models.sentence_end(question.text)
+            due.append((position + at_samples(latency.sentence_end_ms), lambda a=at, q=p: core.on_sentence_end_score(a, q)))
+
     for start in range(0, stream.size, CHUNK):
         position = start + CHUNK
         for arrival, answer in [d for d in due if d[0] <= position]:
@@ -238,7 +323,7 @@ def run_stream(
                 turn, audio = command.turn, command.audio
                 ready_at[turn] = position + at_samples(latency.reply_ms)
                 text = models.transcript(audio)
-                due.append((position + at_samples(latency.asr_ms), lambda t=turn, x=text: core.on_transcript(t, x)))
+                due.append((position + at_samples(latency.asr_ms), lambda t=turn, x=text: heard(t, x)))
             elif isinstance(command, ScoreTurnEnd):
                 at, p = command.at_sample, models.score(command.audio)
                 due.append((position + at_samples(latency.detector_ms), lambda a=at, q=p: core.on_turn_score(a, q)))
@@ -353,10 +438,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reply-ms", type=float, default=400.0, help="a speculation's reply audio is ready this long after the pause")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--no-background-gate", action="store_true", help="the VAD alone, as before end_silence_background_db")
-    parser.add_argument("--noise-rule", default="smart turn 0.5: 250 / 900 ms", choices=list(RULES))
+    parser.add_argument("--sentence-end-ms", type=float, default=70.0, help="the sentence-end model's answer arrives this long after the transcript")
+    parser.add_argument("--noise-rule", default=DEFAULT_RULE, choices=list(RULES))
+    parser.add_argument("--text-only", action="store_true", help="only the words: whole player lines against the same lines cut at a random word")
+    parser.add_argument("--seed", type=int, default=7, help="where --text-only cuts the lines")
     args = parser.parse_args(argv)
+    if args.text_only:
+        lines = player_lines(Path(__file__).parent.parent)
+        words = words_benchmark(lines, args.seed)
+        print(f"{len(lines)} player lines, {words['pairs']} cut at a random word (seed {args.seed}): AUC {words['auc']:.3f}")
+        print("| P(sentence ends) below | whole lines | cut lines |\n|---|---|---|")
+        for threshold, (whole, cut) in words["below"].items():
+            print(f"| {threshold} | {100 * whole:.1f} % | {100 * cut:.1f} % |")
+        return
 
-    latency = Latencies(args.asr_ms, args.detector_ms, args.reply_ms)
+    latency = Latencies(args.asr_ms, args.detector_ms, args.reply_ms, args.sentence_end_ms)
     if args.no_background_gate:
         BACKGROUND_GATE[0] = None
     recordings = load_recordings(args.utterances)

@@ -245,7 +245,7 @@ def prepare_models(settings: Settings, progress: Progress | None = _print_progre
         target = resolve_asr_model("base", settings.cache_dir)
         if not target.is_dir():
             _build_atomically(target, _join_whisper_base, _StepTimer(report))
-    if settings.llm_model == EMBEDDED_LLM_MODEL:
+    if EMBEDDED_LLM_MODEL in (settings.llm_model, settings.sentence_end_model):
         target = _llm_target(settings.cache_dir)
         if not target.is_dir():
             _build_atomically(target, _convert_gguf, _StepTimer(report))

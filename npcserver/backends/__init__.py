@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from npcserver.backends.base import DialogueModel, SentenceEmbedder, Synthesizer, Transcriber, TurnDetector
+from npcserver.backends.base import (
+    DialogueModel,
+    SentenceEmbedder,
+    SentenceEndModel,
+    Synthesizer,
+    Transcriber,
+    TurnDetector,
+)
 from npcserver.config import Settings
 
 
@@ -15,6 +22,7 @@ class Backends:
     synthesizer: Synthesizer
     embedder: SentenceEmbedder | None = None  # finds the persona facts a line asks about; None: no lookup
     turn_detector: TurnDetector | None = None  # hears whether a pause ends the turn; None: pause length alone
+    sentence_end: SentenceEndModel | None = None  # reads whether the transcript of a pause is a whole sentence
 
 
 def create_backends(settings: Settings) -> Backends:

@@ -102,6 +102,14 @@ class TurnDetector(Protocol):
         ...
 
 
+class SentenceEndModel(Protocol):
+    """Reads from the words alone whether the player's sentence is over ("he might even" is not)."""
+
+    def sentence_end_probability(self, text: str) -> float:
+        """text: a transcript of the utterance up to a pause; returns P(the sentence ends here)."""
+        ...
+
+
 # Abilities some models have beyond their contract; the pipeline asks for them by these names.
 
 

@@ -214,10 +214,20 @@ def load_real_backends(settings: Settings) -> Backends:
         turn_detector.turn_complete_probability(np.zeros(16_000, dtype=np.float32))
         log.info("turn detector %s loaded in %.2f s", settings.turn_detector, time.monotonic() - start)
 
+    sentence_end = None
+    if settings.sentence_end_model != "none":
+        from npcserver.backends.sentence_end import SentenceEndScorer
+
+        start = time.monotonic()
+        sentence_end = SentenceEndScorer(resolve_llm_model(settings.sentence_end_model, settings), device=device)
+        sentence_end.sentence_end_probability("Hello there")
+        log.info("sentence-end model %s (%s) loaded in %.2f s", settings.sentence_end_model, sentence_end.precision,
+                 time.monotonic() - start)
+
     start = time.monotonic()
     synthesizer = PiperSynthesizer(
         default_voice, threads=threads.tts, voices_dir=settings.voices, use_cuda=device == "cuda"
     )
     synthesizer.synthesize("Hello.", VoiceSettings(model=str(default_voice)))
     log.info("TTS %s loaded and warmed in %.2f s", settings.tts_voice, time.monotonic() - start)
-    return Backends(asr, llm, synthesizer, embedder, turn_detector)
+    return Backends(asr, llm, synthesizer, embedder, turn_detector, sentence_end)

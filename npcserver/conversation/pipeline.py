@@ -98,7 +98,7 @@ class ModelRunner:
         self._executors["tts"] = DeadlineExecutor("tts")
         if backends.embedder is not None:
             self._executors["knowledge"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge")
-        if backends.turn_detector is not None:
+        if backends.turn_detector is not None or backends.sentence_end is not None:
             self._executors["turn"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn")
         self._indexes: dict[str, PersonaIndexes] = {}  # by persona id: those of its latest version
         self._load_lock = threading.Lock()  # several ASR or LLM workers may finish at once
@@ -138,6 +138,12 @@ class ModelRunner:
         detector = self.backends.turn_detector
         assert detector is not None, "no turn detector loaded"
         return await self._call("turn", lambda: detector.turn_complete_probability(audio))
+
+    async def score_sentence_end(self, text: str) -> float:
+        """The sentence-end model's probability that the transcript is a whole sentence (needs one)."""
+        model = self.backends.sentence_end
+        assert model is not None, "no sentence-end model loaded"
+        return await self._call("turn", lambda: model.sentence_end_probability(text))
 
     async def understand(
         self, persona: Persona, line: str, previous: tuple[str, str] | None = None

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import numpy as np
 import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
+from npcserver.backends import Backends
 from npcserver.config import Settings
 from npcserver.conversation.actions import ActionCall, NotDeclared, declared_call
 from npcserver.conversation.endpoint import Endpointer, TurnEnded
@@ -38,6 +39,7 @@ from npcserver.conversation.turn_taking import (
     CommitSpeculation,
     DropSpeculation,
     PauseRule,
+    ScoreSentenceEnd,
     ScoreTurnEnd,
     StartSpeculation,
     StartTurn,
@@ -269,7 +271,7 @@ class Session:
         self.context = dict(message.context)
         self._turn_taking = TurnTaking(
             self.services.new_endpointer(message.push_to_talk),
-            _rules(self.settings, has_turn_detector=self.services.runner.backends.turn_detector is not None),
+            _rules(self.settings, self.services.runner.backends),
             push_to_talk=message.push_to_talk,
         )
         self._visemes = message.visemes
@@ -343,8 +345,8 @@ class Session:
                     await self._begin_turn(
                         command.turn, audio=command.audio, started_at=speech_end, timings=timings, resume=command.resume
                     )
-            elif isinstance(command, ScoreTurnEnd):
-                self._score_turn_end(command)
+            elif isinstance(command, ScoreTurnEnd | ScoreSentenceEnd):
+                self._score_pause(command)
 
     def _endpoint_timings(self, ended: TurnEnded) -> tuple[float, dict[str, float]]:
         speech_end = self._clock.wall_time(ended.speech_end_sample)
@@ -362,12 +364,15 @@ class Session:
             self.history.pop()
             self._remembered_turn = None
 
-    def _score_turn_end(self, command: ScoreTurnEnd) -> None:
-        """Ask the turn detector in the background; its answer goes to the core when it comes."""
+    def _score_pause(self, command: ScoreTurnEnd | ScoreSentenceEnd) -> None:
+        """Ask the turn detector or the sentence-end model in the background; the answer goes to the core when it comes."""
+        runner = self.services.runner
 
         async def score() -> None:
-            probability = await self.services.runner.score_turn_end(command.audio)
-            self._core().on_turn_score(command.at_sample, probability)
+            if isinstance(command, ScoreTurnEnd):
+                self._core().on_turn_score(command.at_sample, await runner.score_turn_end(command.audio))
+            else:
+                self._core().on_sentence_end_score(command.at_sample, await runner.score_sentence_end(command.text))
 
         task = asyncio.create_task(score())
         self._scoring.add(task)
@@ -376,7 +381,7 @@ class Session:
     def _scored(self, task: asyncio.Task[None]) -> None:
         self._scoring.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("session %s: the turn detector failed: %s", self.id, task.exception())
+            log.warning("session %s: scoring a pause failed: %s", self.id, task.exception())
 
     # ------------------------------------------------------------------ turns
 
@@ -447,9 +452,15 @@ class Session:
         turn = self._new_turn(command.turn, self._clock.wall_time(command.at_sample), held=True)
         turn.speech_end_sample = command.at_sample
         request = self._request(command.turn, audio=command.audio, resume=command.resume)
-        request.on_transcript = lambda text: self._core().on_transcript(command.turn, text)
+        request.on_transcript = lambda text: self._heard(command.turn, text)
         turn.task = asyncio.create_task(self._run_turn(turn, request))
         self._speculative = turn
+
+    def _heard(self, turn: int, text: str) -> None:
+        """A speculation's transcript: the core may want the sentence-end model's view of it."""
+        for command in self._core().on_transcript(turn, text):
+            assert isinstance(command, ScoreSentenceEnd)
+            self._score_pause(command)
 
     async def _drop_speculation(self) -> None:
         turn, self._speculative = self._speculative, None
@@ -598,15 +609,22 @@ class Session:
             await self._active.stopped()
 
 
-def _rules(settings: Settings, has_turn_detector: bool) -> TurnTakingRules:
+def _rules(settings: Settings, backends: Backends) -> TurnTakingRules:
     pause = PauseRule(finished_ms=settings.end_silence_finished_ms)
-    if has_turn_detector:
+    if backends.turn_detector is not None:
         pause = PauseRule(
             finished_ms=settings.end_silence_finished_ms,
             complete_at=settings.turn_complete_at,
             complete_ms=settings.end_silence_complete_ms,
             incomplete_below=settings.turn_incomplete_below,
             incomplete_ms=settings.end_silence_incomplete_ms,
+        )
+    if backends.sentence_end is not None and settings.speculative:  # the words come from a speculation
+        pause = replace(
+            pause,
+            incomplete_ms=settings.end_silence_incomplete_ms,
+            sentence_end_below=settings.sentence_end_below,
+            sentence_end_at=settings.sentence_end_at,
         )
     return TurnTakingRules(
         speculative=settings.speculative,

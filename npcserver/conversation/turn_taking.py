@@ -13,7 +13,8 @@ The rules:
   ends the turn, dropped if the player goes on;
 - how long a pause must be to end the turn (`PauseRule`): the endpointer's end silence, shorter when
   the pause's transcript reads as a finished sentence, and with a turn detector (Smart Turn) shorter
-  when it hears a finished turn and longer when it hears an unfinished one;
+  when it hears a finished turn and longer when it hears an unfinished one; a sentence-end model
+  reading the transcript can overrule it both ways;
 - barge-in: the player speaking `barge_in_ms` over the NPC stops it (a cough is too short);
 - continuations: a player who goes on within `continuation_ms` of the end of their turn was cut off
   mid-thought: the next turn answers the whole utterance (the earlier audio and the new, transcribed
@@ -102,7 +103,17 @@ class ScoreTurnEnd:
     audio: np.ndarray
 
 
-Command = StartSpeculation | DropSpeculation | CommitSpeculation | StartTurn | StopSpeaking | ScoreTurnEnd
+@dataclass(frozen=True, slots=True)
+class ScoreSentenceEnd:
+    """Ask the sentence-end model whether `text` (the transcript up to the pause at `at_sample`) is a whole sentence."""
+
+    at_sample: int
+    text: str
+
+
+Command = (
+    StartSpeculation | DropSpeculation | CommitSpeculation | StartTurn | StopSpeaking | ScoreTurnEnd | ScoreSentenceEnd
+)
 
 
 # ------------------------------------------------------------------------------------------- rules
@@ -114,6 +125,11 @@ class PauseRule:
     or `finished_ms` once the transcript reads as a finished sentence. A score at or above
     `complete_at` lets `complete_ms` end the turn; one below `incomplete_below` makes the turn wait
     `incomplete_ms`; in between the transcript decides as without a score.
+
+    With a sentence-end model (`sentence_end_below` > 0) the words get a say too, since read speech
+    often sounds finished mid-clause: below `sentence_end_below` the turn waits `incomplete_ms`
+    whatever the detector heard, and the detector's short wait needs the words' answer first; at
+    `sentence_end_at` or above, a pause the detector hears as unfinished waits only the end silence.
     """
 
     finished_ms: float = 300  # 0: a finished-looking transcript changes nothing
@@ -121,18 +137,40 @@ class PauseRule:
     complete_ms: float = 250
     incomplete_below: float = 0.0
     incomplete_ms: float = 1200
+    sentence_end_below: float = 0.0  # 0: no sentence-end model
+    sentence_end_at: float = 1.1
 
-    def wait_ms(self, end_silence_ms: float, score: float | None, transcript: str | None) -> float:
-        finished = transcript is not None and bool(self.finished_ms) and sounds_finished(transcript)
+    def wait_ms(
+        self,
+        end_silence_ms: float,
+        score: float | None,
+        transcript: str | None,
+        sentence_end: float | None = None,
+        *,
+        words_coming: bool = True,
+    ) -> float:
+        """`words_coming`: a transcript of this pause is on its way (a speculation runs on it)."""
+        unfinished_wait = max(self.incomplete_ms, end_silence_ms)
+        if sentence_end is not None and sentence_end < self.sentence_end_below:
+            return unfinished_wait
         if score is not None and score >= self.complete_at:
+            if self.uses_sentence_end and sentence_end is None and words_coming:
+                return end_silence_ms  # not before the words agree
             return min(self.complete_ms, end_silence_ms)
         if score is not None and score < self.incomplete_below:
-            return max(self.incomplete_ms, end_silence_ms)
+            if sentence_end is not None and sentence_end >= self.sentence_end_at:
+                return end_silence_ms
+            return unfinished_wait
+        finished = transcript is not None and bool(self.finished_ms) and sounds_finished(transcript)
         return self.finished_ms if finished else end_silence_ms
 
     @property
     def uses_detector(self) -> bool:
         return self.complete_at <= 1.0 or self.incomplete_below > 0.0
+
+    @property
+    def uses_sentence_end(self) -> bool:
+        return self.sentence_end_below > 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +189,7 @@ class _Pause:
     at_sample: int
     score: float | None = None
     transcript: str | None = None
+    sentence_end: float | None = None
 
 
 @dataclass(slots=True)
@@ -227,11 +266,22 @@ class TurnTaking:
         self._stop_npc(commands)
         return commands
 
-    def on_transcript(self, turn: int, text: str) -> None:
-        """A speculative turn's transcript is in: it may change how long the pause must last (no commands:
-        the turn ends, or not, with the audio that follows)."""
-        if self._speculation is not None and self._speculation[0] == turn and self._pause is not None:
-            self._pause.transcript = text
+    def on_transcript(self, turn: int, text: str) -> list[Command]:
+        """A speculative turn's transcript is in: it may change how long the pause must last (the turn
+        ends, or not, with the audio that follows), and the sentence-end model may be asked about it."""
+        pause = self._pause
+        if self._speculation is None or self._speculation[0] != turn or pause is None:
+            return []
+        pause.transcript = text
+        self._apply_pause_rule()
+        if self.rules.pause.uses_sentence_end and not self.push_to_talk:
+            return [ScoreSentenceEnd(pause.at_sample, text)]
+        return []
+
+    def on_sentence_end_score(self, at_sample: int, probability: float) -> None:
+        """The sentence-end model's probability that the transcript up to the pause at `at_sample` is a whole sentence."""
+        if self._pause is not None and self._pause.at_sample == at_sample:
+            self._pause.sentence_end = probability
             self._apply_pause_rule()
 
     def on_turn_score(self, at_sample: int, probability: float) -> None:
@@ -277,7 +327,8 @@ class TurnTaking:
         if pause is None or self.push_to_talk or self.endpointer.paused_at != pause.at_sample:
             return
         base = self.endpointer.end_silence_ms
-        wait = self.rules.pause.wait_ms(base, pause.score, pause.transcript)
+        words_coming = self._speculation is not None and self._speculation[1] == pause.at_sample
+        wait = self.rules.pause.wait_ms(base, pause.score, pause.transcript, pause.sentence_end, words_coming=words_coming)
         if wait < base:
             self.endpointer.end_pause_early(wait)
         else:

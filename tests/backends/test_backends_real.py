@@ -292,3 +292,16 @@ def test_the_embedded_sentence_encoder_finds_the_fact_a_player_asks_about_in_oth
     assert bram is not None
     found = KnowledgeIndex(bram, embedder).lookup("What would a bed for tonight set me back?")
     assert found.must_state is not None and "3 silver" in found.must_state.clause
+
+
+def test_the_sentence_end_model_tells_a_whole_line_from_one_broken_off(llm_folder: Path) -> None:
+    from npcserver.backends.sentence_end import SentenceEndScorer
+
+    scorer = SentenceEndScorer(llm_folder)
+    for whole, broken in [
+        ("How much for a bed tonight?", "How much for a"),
+        ("He might even have been made amiable himself.", "He might even."),  # whisper's stop is ignored
+        ("Where can I buy some bread?", "Where can I buy some"),
+    ]:
+        assert scorer.sentence_end_probability(whole) > 0.05 > scorer.sentence_end_probability(broken), (whole, broken)
+    assert scorer.sentence_end_probability("...") == 1.0  # no words: nothing says the player is mid-sentence

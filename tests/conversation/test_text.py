@@ -408,3 +408,11 @@ def test_a_transcript_sounds_finished_when_whisper_closed_it_on_a_word_that_ends
     transcript: str, finished: bool
 ) -> None:
     assert sounds_finished(transcript) is finished
+
+
+def test_the_sentence_end_model_reads_the_words_not_whispers_punctuation() -> None:
+    from npcserver.backends.sentence_end import plain_words
+
+    assert plain_words("He might even.") == "he might even"
+    assert plain_words("  Mr. Dashwood’s  house, by-the-way?!") == "mr dashwood's house by the way"
+    assert plain_words("...") == ""

@@ -15,6 +15,7 @@ from npcserver.conversation.turn_taking import (
     CommitSpeculation,
     DropSpeculation,
     PauseRule,
+    ScoreSentenceEnd,
     ScoreTurnEnd,
     StartSpeculation,
     StartTurn,
@@ -180,6 +181,78 @@ def test_the_rule_between_the_thresholds_falls_back_on_the_transcript() -> None:
     assert rule.wait_ms(500, 0.9, "Where is the") == 200
     assert rule.wait_ms(500, 0.1, "Where is the inn?") == 1200
     assert not PauseRule().uses_detector and rule.uses_detector
+
+
+# --------------------------------------------------------------------------- the sentence-end model
+
+
+def words_rules() -> PauseRule:
+    return PauseRule(
+        finished_ms=300, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.02, sentence_end_at=0.25,
+    )
+
+
+def paused_with_words(detector: float, text: str) -> tuple[TurnTaking, list[Command]]:
+    """A 1 s utterance, 100 ms into its pause: Smart Turn has answered, the transcript is in."""
+    turns = core(pause=words_rules())
+    commands = feed(turns, speech_s=1.0, silence_s=0.1)
+    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    turns.on_turn_score(score.at_sample, detector)
+    return turns, turns.on_transcript(started.turn, text)
+
+
+def test_the_transcript_of_a_pause_is_sent_to_the_sentence_end_model() -> None:
+    turns, asked = paused_with_words(0.9, "He might even.")
+    (question,) = asked
+    assert isinstance(question, ScoreSentenceEnd) and question.text == "He might even."
+    assert question.at_sample == turns.endpointer.paused_at
+
+
+def test_words_that_break_off_mid_sentence_overrule_a_voice_that_sounds_finished() -> None:
+    turns, (question,) = paused_with_words(0.9, "He might even.")
+    turns.on_sentence_end_score(question.at_sample, 0.001)
+    assert feed(turns, silence_s=0.8) == []  # a 700 ms pause after "he might even" is not the end
+    (committed,) = feed(turns, silence_s=0.2)
+    assert 900 <= committed.ended.endpoint_delay_ms < 960
+
+
+def test_a_finished_voice_waits_for_the_words_to_agree_before_the_short_pause() -> None:
+    turns = core(pause=words_rules())
+    commands = feed(turns, speech_s=1.0, silence_s=0.1)
+    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    turns.on_turn_score(score.at_sample, 0.9)
+    assert feed(turns, silence_s=0.2) == []  # 300 ms of silence and the words not in yet: no end
+    (question,) = turns.on_transcript(started.turn, "Where is the inn?")
+    turns.on_sentence_end_score(question.at_sample, 0.6)
+    (committed,) = feed(turns, silence_s=0.04)  # already past 250 ms: it ends with the next frame
+    assert 260 <= committed.ended.endpoint_delay_ms < 360
+
+
+def test_words_that_read_finished_shorten_the_wait_of_a_voice_that_sounds_unfinished() -> None:
+    turns, (question,) = paused_with_words(0.1, "He might even have been made amiable himself.")
+    turns.on_sentence_end_score(question.at_sample, 0.45)
+    (committed,) = feed(turns, silence_s=0.6)
+    assert 500 <= committed.ended.endpoint_delay_ms < 560
+
+
+def test_the_sentence_end_rule_on_its_own() -> None:
+    rule = words_rules()
+    assert rule.uses_sentence_end and not detector_rules().uses_sentence_end
+    assert rule.wait_ms(500, 0.9, "Where is the inn?", 0.5) == 250
+    assert rule.wait_ms(500, 0.9, "Where is the inn?", None) == 500  # the words are on their way
+    assert rule.wait_ms(500, 0.9, "Where is the inn?", None, words_coming=False) == 250  # no speculation: none come
+    assert rule.wait_ms(500, 0.9, "He might even.", 0.001) == 900
+    assert rule.wait_ms(500, None, "He might even.", 0.001) == 900
+    assert rule.wait_ms(500, 0.1, "He was not an ill disposed young man.", 0.3) == 500
+    assert rule.wait_ms(500, 0.1, "He was not an ill", 0.1) == 900
+    assert rule.wait_ms(500, 0.9, "He was", 0.1) == 250  # the words unsure, not against: the voice decides
+
+
+def test_without_a_sentence_end_model_the_core_asks_nothing_of_the_words() -> None:
+    turns = core(pause=detector_rules())
+    (started,) = only(feed(turns, speech_s=1.0, silence_s=0.1), StartSpeculation)
+    assert turns.on_transcript(started.turn, "He might even.") == []
 
 
 # --------------------------------------------------------------------------- barge-in
