@@ -118,3 +118,17 @@ class FakeEmbedder:
                     vectors[row, zlib.crc32(word.rstrip("s").encode()) % self.DIMENSIONS] += 1.0
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-9)
+
+
+class FakeSentenceEnd:
+    """A sentence is over unless its last word is one no sentence ends on ("the", "a", "for"...). No weights."""
+
+    DANGLING = frozenset({"a", "an", "the", "and", "or", "but", "to", "of", "for", "with", "in", "on", "my", "your"})
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def sentence_end_probability(self, text: str) -> float:
+        self.calls.append(text)
+        words = text.lower().strip(" .?!,").split()
+        return 0.001 if words and words[-1] in self.DANGLING else 0.5

@@ -172,6 +172,14 @@ class PauseRule:
     def uses_sentence_end(self) -> bool:
         return self.sentence_end_below > 0.0
 
+    def words_may_matter(self, score: float | None) -> bool:
+        """Whether the sentence-end model's answer could change the wait (a CPU call spared where not):
+        not once the detector has heard an unfinished turn, unless confident words may shorten that."""
+        if not self.uses_sentence_end:
+            return False
+        heard_unfinished = score is not None and score < self.incomplete_below
+        return not heard_unfinished or self.sentence_end_at <= 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class TurnTakingRules:
@@ -274,7 +282,7 @@ class TurnTaking:
             return []
         pause.transcript = text
         self._apply_pause_rule()
-        if self.rules.pause.uses_sentence_end and not self.push_to_talk:
+        if self.rules.pause.words_may_matter(pause.score) and not self.push_to_talk:
             return [ScoreSentenceEnd(pause.at_sample, text)]
         return []
 

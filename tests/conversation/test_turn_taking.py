@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from npcserver.backends import Backends
-from npcserver.backends.fake import FakeDialogue, FakeSynthesizer, FakeTranscriber
+from npcserver.backends.fake import FakeDialogue, FakeSentenceEnd, FakeSynthesizer, FakeTranscriber
 from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_settings, silence, tone
 
@@ -194,16 +194,19 @@ async def test_push_to_talk_waits_for_the_key_not_for_silence(transcriber: FakeT
     assert [m["turn"] for m in talk.messages if m["type"] == "transcript"] == [1]
 
 
-async def _end_silence_after(transcript: str, push_to_talk: bool = False, **settings: object) -> dict:
+async def _end_silence_after(
+    transcript: str, push_to_talk: bool = False, backends: Backends | None = None, open_mic_s: float = 0.8,
+    **settings: object,
+) -> dict:
     """Speak, then keep the mic open at real-time pace: the silence that ended the turn, as turn_end says."""
-    transcriber = FakeTranscriber()
-    transcriber.scripted = [transcript]
-    async for server in _serve(Backends(transcriber, FakeDialogue(), FakeSynthesizer()), **settings):
+    backends = backends or Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer())
+    backends.transcriber.scripted = [transcript]  # type: ignore[attr-defined]
+    async for server in _serve(backends, **settings):
         async with connect(server.url) as ws:
             talk = Conversation(ws)
             await talk.start(push_to_talk=push_to_talk)
             await talk.send_audio(tone(1.0))
-            for _ in range(40):  # 800 ms of open mic, 20 ms a frame
+            for _ in range(round(open_mic_s / 0.02)):  # open mic, 20 ms a frame
                 await talk.send_audio(silence(0.02))
                 await asyncio.sleep(0.02)
             if push_to_talk:
@@ -228,6 +231,16 @@ async def test_the_shorter_silence_can_be_turned_off_and_never_applies_to_push_t
     assert end["timings"]["end_silence_ms"] >= 500
     end = await _end_silence_after("How much for a steel sword?", push_to_talk=True)
     assert "end_silence_ms" not in end["timings"] or end["timings"]["end_silence_ms"] >= 500
+
+
+async def test_words_that_break_off_make_the_turn_wait_as_for_an_unfinished_thought() -> None:
+    words = FakeSentenceEnd()
+    backends = Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer(), sentence_end=words)
+    end = await _end_silence_after("How much for a", backends=backends, open_mic_s=1.3)
+    assert words.calls == ["How much for a"]  # asked on the turn worker, the answer went to the core
+    assert end["timings"]["end_silence_ms"] >= 900
+    end = await _end_silence_after("How much for a steel sword?", backends=backends)
+    assert 300 <= end["timings"]["end_silence_ms"] < 450  # whole words: the finished-sentence wait holds
 
 
 @pytest.mark.parametrize("interleave", [True, False])

@@ -249,6 +249,18 @@ def test_the_sentence_end_rule_on_its_own() -> None:
     assert rule.wait_ms(500, 0.9, "He was", 0.1) == 250  # the words unsure, not against: the voice decides
 
 
+def test_the_words_are_not_scored_once_the_voice_sounds_unfinished_and_they_could_only_agree() -> None:
+    only_veto = PauseRule(complete_at=0.5, incomplete_below=0.5, incomplete_ms=900, sentence_end_below=0.02)
+    assert only_veto.words_may_matter(None) and only_veto.words_may_matter(0.9)
+    assert not only_veto.words_may_matter(0.1)
+    assert words_rules().words_may_matter(0.1)  # confident words may shorten that wait
+    turns = core(pause=only_veto)
+    commands = feed(turns, speech_s=1.0, silence_s=0.1)
+    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    turns.on_turn_score(score.at_sample, 0.1)
+    assert turns.on_transcript(started.turn, "He might even.") == []
+
+
 def test_without_a_sentence_end_model_the_core_asks_nothing_of_the_words() -> None:
     turns = core(pause=detector_rules())
     (started,) = only(feed(turns, speech_s=1.0, silence_s=0.1), StartSpeculation)
