@@ -1,17 +1,21 @@
 """Turn-taking benchmark on real human speech: cut-ins at mid-thought pauses against latency, and noise.
 
-    python -m loadtest.turn_taking [--utterances loadtest/human_speech] [--png docs/turn-taking.png]
+    python -m loadtest.turn_taking [--utterances loadtest/human_speech_more] [--png docs/turn-taking.png]
+    python -m loadtest.turn_taking --text-only     # the sentence-end model on the repository's player lines
 
 Each recording (several speakers, loadtest/human_speech) is split at word boundaries inside the
 sentence (whisper's word timings, moved to the quietest 10 ms nearby), so the first part never
 finishes the thought; a pause of 400, 700 or 1000 ms is put there. The stream (silence, part one,
 pause, part two, silence) goes through the server's own turn-taking core with the real Silero VAD,
-the real Smart Turn v3.2 and the real ASR transcripts, 20 ms at a time, in stream time. Model
-latencies are constants (`--asr-ms`, `--detector-ms`, `--reply-ms`): a speculation's reply audio is
-ready `--reply-ms` after its pause began, so the NPC is heard at max(end of turn, reply ready).
+the real Smart Turn v3.2, the real ASR transcripts and the real sentence-end model, 20 ms at a time,
+in stream time. Model latencies are constants (`--asr-ms`, `--detector-ms`, `--sentence-end-ms`,
+`--reply-ms`): a speculation's reply audio is ready `--reply-ms` after its pause began, so the NPC
+is heard at max(end of turn, reply ready).
 
 - cut-in: the NPC would be heard before the player resumes;
 - latency: the whole recordings followed by silence, from the end of speech to the NPC's audio;
+- sessions: one core per speaker for all their recordings (each with a 700 ms pause, then whole),
+  with the fixed and the adaptive end silence: what learning a player's pauses buys;
 - noise: the whole recordings with babble (other recordings of the set, summed) at 20 dB SNR or
   pink noise at 15 dB SNR under and after the speech: end of turn against the same recording in
   silence; and 30 s of babble or music alone: turns started.
@@ -25,7 +29,7 @@ import argparse
 import hashlib
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,12 +289,12 @@ class Latencies:
 BACKGROUND_GATE = [Settings().end_silence_background_db or None]  # --no-background-gate: [None]
 
 
-def new_endpointer(vad: SileroVad, end_silence_ms: float = 500.0) -> Endpointer:
+def new_endpointer(vad: SileroVad, end_silence_ms: float = 500.0, *, adaptive: bool = False) -> Endpointer:
     """The server's endpointer (its default settings), with the rule's end silence."""
     defaults = Settings()
     return Endpointer(
         vad, threshold=defaults.vad_threshold, end_silence_ms=end_silence_ms, min_speech_ms=defaults.min_speech_ms,
-        quiet_db=defaults.end_silence_quiet_db or None, background_db=BACKGROUND_GATE[0],
+        quiet_db=defaults.end_silence_quiet_db or None, background_db=BACKGROUND_GATE[0], adaptive=adaptive,
     )
 
 
@@ -303,6 +307,11 @@ def run_stream(
 ) -> Outcome:
     """Feed the stream through a fresh core; where its first turn ends and when the NPC is heard."""
     core = TurnTaking(new_endpointer(vad, end_silence_ms), TurnTakingRules(pause=rule))
+    return next(turns_of(stream, core, models, latency), Outcome(None, None, None))
+
+
+def turns_of(stream: np.ndarray, core: TurnTaking, models: Models, latency: Latencies) -> Iterator[Outcome]:
+    """Feed the stream through `core`: each turn the NPC takes, as it ends."""
     due: list[tuple[int, Callable[[], None]]] = []  # model answers, by the sample they arrive at
     ready_at: dict[int, int] = {}  # speculative turn -> the sample its reply audio is ready
     position = 0
@@ -328,10 +337,9 @@ def run_stream(
                 at, p = command.at_sample, models.score(command.audio)
                 due.append((position + at_samples(latency.detector_ms), lambda a=at, q=p: core.on_turn_score(a, q)))
             elif isinstance(command, CommitSpeculation):
-                return Outcome(position, max(position, ready_at[command.turn]), command.ended.reason)
+                yield Outcome(position, max(position, ready_at[command.turn]), command.ended.reason)
             elif isinstance(command, StartTurn):
-                return Outcome(position, position + at_samples(latency.reply_ms), command.ended.reason if command.ended else None)
-    return Outcome(None, None, None)
+                yield Outcome(position, position + at_samples(latency.reply_ms), command.ended.reason if command.ended else None)
 
 
 def _end_silence_of(rule_name: str) -> float:
@@ -370,6 +378,45 @@ def pause_benchmark(recordings: list[Recording], models: Models, latency: Latenc
             "cases": cut_ins[PAUSES_MS[0]][1],
             "p50_ms": float(np.percentile(delays, 50)),
             "p95_ms": float(np.percentile(delays, 95)),
+        }
+    return results
+
+
+def session_benchmark(
+    recordings: list[Recording], rule: PauseRule, models: Models, latency: Latencies, vad: SileroVad, pause_ms: int
+) -> dict:
+    """One session per speaker, one core throughout: each recording said once with a `pause_ms` pause
+    mid-sentence, then once whole, 3 s apart. With the adaptive end silence the core learns the pauses
+    it cut into; without, every pause is met cold. Cut-ins on the paused ones, latency on the whole ones."""
+    gap, apart = np.zeros(at_samples(pause_ms), np.float32), np.zeros(3 * RATE, np.float32)
+    results = {}
+    for adaptive in (False, True):
+        cut_ins = cases = 0
+        delays: list[float] = []
+        for speaker in sorted({r.speaker for r in recordings}):
+            pieces, paused_spans, whole_ends = [apart], [], []
+            for recording in (r for r in recordings if r.speaker == speaker):
+                splits = split_points(recording)
+                start = sum(p.size for p in pieces)
+                if splits:
+                    split = splits[len(splits) // 2]
+                    pieces += [recording.audio[:split], gap, recording.audio[split:], apart]
+                    paused_spans.append((start, start + split + gap.size))  # from its start to the resumption
+                    start = sum(p.size for p in pieces)
+                pieces += [recording.audio, apart]
+                whole_ends.append(start + recording.speech_end)
+            core = TurnTaking(new_endpointer(vad, adaptive=adaptive), TurnTakingRules(pause=rule))
+            heard = [o.heard_at for o in turns_of(np.concatenate(pieces), core, models, latency) if o.heard_at is not None]
+            for begin, resume in paused_spans:
+                cases += 1
+                cut_ins += any(begin <= h < resume for h in heard)
+            for end in whole_ends:
+                after = [h for h in heard if h >= end - at_samples(300)]  # a list read with pauses may end early
+                if after:
+                    delays.append((min(after) - end) * 1000 / RATE)
+        results["adaptive" if adaptive else "fixed"] = {
+            "cut_in": cut_ins / max(cases, 1), "cases": cases,
+            "p50_ms": float(np.percentile(delays, 50)), "p95_ms": float(np.percentile(delays, 95)),
         }
     return results
 
@@ -416,16 +463,16 @@ def write_png(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, row in results.items():
         rates = [100 * row["cut_in"][p] for p in PAUSES_MS]
-        ax.plot([row["p50_ms"]] * len(PAUSES_MS), rates, "o-", alpha=0.35)
+        (line,) = ax.plot([row["p50_ms"]] * len(PAUSES_MS), rates, "o-", alpha=0.35)
         for pause, rate in zip(PAUSES_MS, rates, strict=True):
             ax.annotate(f"{pause}", (row["p50_ms"], rate), fontsize=7, xytext=(3, 0), textcoords="offset points")
-        ax.plot([], [], "o-", label=name)
+        ax.plot([], [], "o-", color=line.get_color(), label=name)  # the legend in the line's own colour
     ax.axhline(10, color="grey", ls=":", lw=1)
     ax.axhline(25, color="grey", ls="--", lw=1)
     ax.set_xlabel("finished utterances: end of speech to NPC audio, p50 (ms)")
     ax.set_ylabel("cut-in rate (%), per pause length (ms, labels)")
     ax.set_title("Turn-taking rules on real speech: cut-ins at mid-thought pauses vs latency")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -467,6 +514,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, row in results.items():
         rates = " | ".join(f"{100 * row['cut_in'][p]:.0f} % ({100 * row['ended_in_pause'][p]:.0f} %)" for p in PAUSES_MS)
         print(f"| {name} | {rates} | {row['p50_ms']:.0f} ms | {row['p95_ms']:.0f} ms |")
+    print(f"\nsessions, one per speaker, rule {args.noise_rule!r}: each recording with a 700 ms pause mid-sentence, then whole")
+    for label, row in session_benchmark(recordings, RULES[args.noise_rule], models, latency, vad, 700).items():
+        print(f"  {label} end silence: cut-in {100 * row['cut_in']:.0f} % of {row['cases']}, "
+              f"whole recordings p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms")
     noise = noise_benchmark(recordings, RULES[args.noise_rule], models, latency, vad)
     print(f"\nnoise, rule {args.noise_rule!r}: end of turn vs the same recording in silence")
     for label, row in noise["end_of_turn"].items():

@@ -1,0 +1,17 @@
+"""The turn-taking benchmark's own parts that need no model (the benchmark itself runs by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest.turn_taking import player_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_words_benchmark_reads_every_player_line_of_the_repository_as_plain_words() -> None:
+    lines = player_lines(ROOT)
+    assert len(lines) > 500  # three question sets, the action lines and the personas' tests and examples
+    assert len(set(lines)) == len(lines) and all(len(line.split()) >= 3 for line in lines)
+    assert all(line == line.lower() and "?" not in line and "," not in line for line in lines)
+    assert "how much for a bed tonight" in lines or any(line.startswith("how much") for line in lines)
