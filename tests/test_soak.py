@@ -73,7 +73,7 @@ def test_out_of_bounds_arguments_are_refused(argv: list[str]) -> None:
 def test_the_defaults_are_the_issues_soak() -> None:
     options = soak.options_from(soak.build_parser().parse_args([]), "ws://x")
     assert (options.players, options.duration_s, options.attack_every_s, options.attack_s) == (16, 1800, 120, 30)
-    assert options.ceiling_mb == 3500 and options.attack_kinds == soak.ATTACKS
+    assert options.ceiling_mb == 3900 and options.attack_kinds == soak.ATTACKS
     assert soak.options_from(soak.build_parser().parse_args(["--attacks", "none"]), "ws://x").attack_kinds == ()
 
 
@@ -103,7 +103,7 @@ async def test_a_short_soak_samples_memory_runs_the_attack_and_reports(node: Npc
     rss = soak.summarize_rss(result.samples, options.ceiling_mb)
     players = soak.player_figures(result.load)
     text = soak.format_report(result, rss, players)
-    assert "verdict: peak RSS" in text and "turns answered" in text and "under the 3500 MiB ceiling" in text
+    assert "verdict: peak RSS" in text and "turns answered" in text and "under the 3900 MiB ceiling" in text
     figures = soak.soak_json(result, rss, players, ())
     assert figures["rss"]["under_ceiling"] and len(figures["samples"]) == len(result.samples)
     soak.write_png(result, rss, tmp_path / "soak.png")
