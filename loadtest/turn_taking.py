@@ -204,32 +204,33 @@ class Models:
         self._words = sentence_end_model()
         self._cache: dict[tuple[str, str], object] = {}
 
-    def _cached(self, kind: str, audio: np.ndarray, compute: Callable[[np.ndarray], object]) -> object:
-        key = (kind, hashlib.sha1(audio.tobytes()).hexdigest())
-        if key not in self._cache:
-            self._cache[key] = compute(audio)
-        return self._cache[key]
-
-    def sentence_end(self, text: str) -> float:
-        key = ("words", text)
-        if key not in self._cache:
-            self._cache[key] = self._words.sentence_end_probability(text)
-        return float(self._cache[key])  # type: ignore[arg-type]
+    def _cached(self, kind: str, key: str, compute: Callable[[], object]) -> object:
+        if (kind, key) not in self._cache:
+            self._cache[kind, key] = compute()
+        return self._cache[kind, key]
 
     def transcript(self, audio: np.ndarray) -> str:
-        return str(self._cached("asr", audio, lambda a: self._asr.transcribe(a).text))
+        return str(self._cached("asr", _digest(audio), lambda: self._asr.transcribe(audio).text))
 
     def score(self, audio: np.ndarray) -> float:
-        return float(self._cached("turn", audio, self._detector.turn_complete_probability))  # type: ignore[arg-type]
+        return float(self._cached("turn", _digest(audio), lambda: self._detector.turn_complete_probability(audio)))  # type: ignore[arg-type]
+
+    def sentence_end(self, text: str) -> float:
+        return float(self._cached("words", text, lambda: self._words.sentence_end_probability(text)))  # type: ignore[arg-type]
+
+
+def _digest(audio: np.ndarray) -> str:
+    return hashlib.sha1(audio.tobytes()).hexdigest()
 
 
 def sentence_end_model():  # type: ignore[no-untyped-def]
-    from npcserver.backends.sentence_end import SentenceEndScorer
-    from npcserver.models import prepare_models, resolve_llm_model
+    """The server's sentence-end model, on the CPU in the precision the server would choose."""
+    from npcserver.backends.loading import load_sentence_end_model
+    from npcserver.models import prepare_models
 
     settings = Settings()
     prepare_models(settings)
-    return SentenceEndScorer(resolve_llm_model(settings.sentence_end_model, settings))
+    return load_sentence_end_model(settings, "cpu")
 
 
 # ------------------------------------------------------------------------------------------ words alone

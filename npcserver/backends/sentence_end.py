@@ -8,8 +8,8 @@ ends almost every segment with a full stop, and returns P(next token is ". ? !")
 
 Measured on 398 player lines and as many of their prefixes cut at a random word (loadtest.turn_taking
 --text-only): AUC 0.92 in float32 or bfloat16; int8 dynamic quantization drops it to 0.86, so
-this copy is never quantized. ~70 ms a call on one EPYC thread in bfloat16 (130 in float32):
-run it on a worker, never on the event loop.
+this copy is never quantized (its precision is chosen in loading.py). ~70 ms a call on one EPYC
+thread in bfloat16 (130 in float32): run it on a worker, never on the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from npcserver.backends.transformers_llm import DTYPES
+
 SENTENCE_ENDS = (".", "?", "!")
 _NOT_WORDS = re.compile(r"[^\w' ]+")
 
@@ -30,22 +32,17 @@ def plain_words(text: str) -> str:
     return " ".join(_NOT_WORDS.sub(" ", text.lower().replace("\u2019", "'")).split())
 
 
-def cpu_precision() -> str:
-    """bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX: 2x float32's speed), else float32
-    (emulated bfloat16 is many times slower)."""
-    return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "fp32"
-
-
 class SentenceEndScorer:
-    """Implements `SentenceEndModel` with a causal LM folder (SmolLM2-135M-Instruct by default)."""
+    """Implements `SentenceEndModel` with a causal LM folder (SmolLM2-135M-Instruct by default).
+    `precision`: "fp32", "bf16" or "fp16" (never int8: it blurs the very probability read here)."""
 
-    def __init__(self, model_path: Path | str, device: str = "cpu", precision: str | None = None) -> None:
+    def __init__(self, model_path: Path | str, device: str = "cpu", precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
         self._device = torch.device(device)
-        precision = precision or (cpu_precision() if self._device.type == "cpu" else "fp16")
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.precision = precision
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=DTYPES[precision], local_files_only=True)
         self._model = model.eval().to(self._device)
         self._end_ids = sorted({self._tokenizer.encode(mark)[0] for mark in SENTENCE_ENDS})
         self._lock = threading.Lock()  # one forward pass at a time: the module is shared

@@ -38,7 +38,8 @@ DEFAULT_PREFIX_CACHE_ENTRIES = 64
 # (transformers' TopPLogitsWarper) and drawing from it cost ~5 ms a token on one CPU thread, a
 # fifth of a decoding step; the top 64 cost 0.1 ms and hold the nucleus of any sensible reply.
 SAMPLING_CANDIDATES = 64
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+# precision name -> the dtype weights load in (int8 loads float32, then quantizes)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
 def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -141,12 +142,12 @@ class TransformersDialogue:
             # seen, and decoding grows that length every step: 59 ms a step on an H200, 17 without it.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        if precision not in _DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(_DTYPES)}, not {precision!r}")
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(DTYPES)}, not {precision!r}")
         if precision == "int8" and self._device.type != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only")
         self.precision = precision
-        model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=_DTYPES[precision], local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=DTYPES[precision], local_files_only=True)
         model.eval()
         if precision == "int8":
             model = _quantize_linear_int8(model)

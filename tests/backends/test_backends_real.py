@@ -295,9 +295,10 @@ def test_the_embedded_sentence_encoder_finds_the_fact_a_player_asks_about_in_oth
 
 
 def test_the_sentence_end_model_tells_a_whole_line_from_one_broken_off(llm_folder: Path) -> None:
-    from npcserver.backends.sentence_end import SentenceEndScorer
+    from npcserver.backends.loading import load_sentence_end_model
 
-    scorer = SentenceEndScorer(llm_folder)
+    # llm_folder has prepared the embedded weights; the server's loader picks this CPU's precision
+    scorer = load_sentence_end_model(SETTINGS, "cpu")
     for whole, broken in [
         ("How much for a bed tonight?", "How much for a"),
         ("He might even have been made amiable himself.", "He might even."),  # whisper's stop is ignored
