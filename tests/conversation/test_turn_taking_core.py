@@ -144,6 +144,14 @@ def detector_rules() -> PauseRule:
     return PauseRule(finished_ms=300, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=1200)
 
 
+def paused(rule: PauseRule) -> tuple[TurnTaking, ScoreTurnEnd, StartSpeculation]:
+    """A 1 s utterance, 100 ms into its pause: the detector is asked and a speculation runs."""
+    turns = core(pause=rule)
+    commands = feed(turns, speech_s=1.0, silence_s=0.1)
+    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    return turns, score, started
+
+
 def test_every_pause_is_scored_and_a_finished_turn_ends_after_the_short_pause() -> None:
     turns = core(pause=detector_rules())
     commands = feed(turns, speech_s=1.0, silence_s=0.1)
@@ -155,9 +163,7 @@ def test_every_pause_is_scored_and_a_finished_turn_ends_after_the_short_pause() 
 
 
 def test_an_unfinished_turn_waits_longer_even_when_the_transcript_looks_finished() -> None:
-    turns = core(pause=detector_rules())
-    commands = feed(turns, speech_s=1.0, silence_s=0.1)
-    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    turns, score, started = paused(detector_rules())
     turns.on_transcript(started.turn, "And Mister John Dashwood had then leisure to consider.")
     turns.on_turn_score(score.at_sample, 0.2)
     assert feed(turns, silence_s=1.0) == []  # a 1 s pause mid-thought: the NPC still waits
@@ -194,10 +200,8 @@ def words_rules() -> PauseRule:
 
 
 def paused_with_words(detector: float, text: str) -> tuple[TurnTaking, list[Command]]:
-    """A 1 s utterance, 100 ms into its pause: Smart Turn has answered, the transcript is in."""
-    turns = core(pause=words_rules())
-    commands = feed(turns, speech_s=1.0, silence_s=0.1)
-    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    """As `paused`, and then Smart Turn has answered and the transcript is in."""
+    turns, score, started = paused(words_rules())
     turns.on_turn_score(score.at_sample, detector)
     return turns, turns.on_transcript(started.turn, text)
 
@@ -218,9 +222,7 @@ def test_words_that_break_off_mid_sentence_overrule_a_voice_that_sounds_finished
 
 
 def test_a_finished_voice_waits_for_the_words_to_agree_before_the_short_pause() -> None:
-    turns = core(pause=words_rules())
-    commands = feed(turns, speech_s=1.0, silence_s=0.1)
-    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    turns, score, started = paused(words_rules())
     turns.on_turn_score(score.at_sample, 0.9)
     assert feed(turns, silence_s=0.2) == []  # 300 ms of silence and the words not in yet: no end
     (question,) = turns.on_transcript(started.turn, "Where is the inn?")
@@ -254,9 +256,7 @@ def test_the_words_are_not_scored_once_the_voice_sounds_unfinished_and_they_coul
     assert only_veto.words_may_matter(None) and only_veto.words_may_matter(0.9)
     assert not only_veto.words_may_matter(0.1)
     assert words_rules().words_may_matter(0.1)  # confident words may shorten that wait
-    turns = core(pause=only_veto)
-    commands = feed(turns, speech_s=1.0, silence_s=0.1)
-    (score,), (started,) = only(commands, ScoreTurnEnd), only(commands, StartSpeculation)
+    turns, score, started = paused(only_veto)
     turns.on_turn_score(score.at_sample, 0.1)
     assert turns.on_transcript(started.turn, "He might even.") == []
 
