@@ -165,9 +165,9 @@ class KnowledgeIndex:
         self._vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
         self._kinds = [given_kinds(text) for text in self._shown]
         self._role_words = frozenset(re.findall(r"[a-z]+", persona.role.lower())) - _NOT_ADDRESS
-        topics = [f"Tell me about {topic}." for topic in persona.forbidden_topics] + [
-            f"What about {topic}?" for topic in persona.forbidden_topics
-        ]
+        # in the second person, as the facts are: "his suppliers" is asked as "who sells to you?"
+        asked_topics = [_as_written(topic, in_person(persona, topic, "second")) for topic in persona.forbidden_topics]
+        topics = [f"Tell me about {topic}." for topic in asked_topics] + [f"What about {topic}?" for topic in asked_topics]
         self._topic_vectors = embedder.embed(topics) if topics else np.zeros((0, 1), dtype=np.float32)
         self._bridges = NounBridges(persona.facts, {form.lower() for form in _name_forms(persona)})
 
@@ -237,6 +237,11 @@ class KnowledgeIndex:
         if word in _ADDRESS_WORDS or word in self._role_words:
             return match.group("end") or ""
         return match.group(0)
+
+
+def _as_written(original: str, rewritten: str) -> str:
+    """`rewritten` with the first letter cased as in `original` (in_person capitalises a sentence)."""
+    return (rewritten[:1].lower() + rewritten[1:]) if original[:1].islower() else rewritten
 
 
 def spoken_fact(persona: Persona, match: FactMatch) -> str:

@@ -94,6 +94,13 @@ def test_lookup_answers_a_forbidden_topic_with_the_topic() -> None:
     assert index.lookup("Tell me about the cellar.").forbidden_topic == "the cellar"
 
 
+def test_forbidden_topics_are_searched_in_the_second_person_as_the_player_asks() -> None:
+    embedder = FakeEmbedder()
+    KnowledgeIndex(persona("pip_merchant"), embedder)
+    searched = [text for call in embedder.calls for text in call]
+    assert "Tell me about your suppliers." in searched and "What about your suppliers?" in searched
+
+
 def test_questions_and_requests_are_told_from_statements() -> None:
     assert is_question("Who runs this place")
     assert is_question("I need rope, how much is it")
