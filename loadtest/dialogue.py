@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.metrics import LatencyHistogram
+from loadtest.report import machine_line
 from npcserver.conversation.claims import claims_of, says
 from npcserver.conversation.reply_form import form_problems
 
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         lookup_only(args)
         return 0
     outcomes = asyncio.run(run(args))
+    print(machine_line())
     print_report(outcomes)
     write_png(outcomes, args.png)
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 from collections import Counter
@@ -31,6 +32,31 @@ class SloTarget:
 
 _SLO = re.compile(r"^(?:(?P<metric>[a-z_]+):)?p(?P<pct>\d+(?:\.\d+)?)\s*<=\s*(?P<limit>\d+(?:\.\d+)?)$")
 
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the same code gives other numbers on another CPU (bfloat16
+    is native only with AVX512-BF16 or AMX, and ONNX models' numerics follow the instruction set)."""
+    model, flags = platform.processor(), set()
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE).group(1)  # type: ignore[union-attr]
+        flags = set(re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.MULTILINE).group(1).split())  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        pass
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": model,
+        "cpus": os.cpu_count(),
+        "bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+    }
+
+
+def machine_line() -> str:
+    """One line for a benchmark's output: "machine: AMD EPYC, 2 CPUs, bf16: avx512_bf16"."""
+    about = machine()
+    return f"machine: {about['processor'] or 'unknown CPU'}, {about['cpus']} CPUs, bf16: {', '.join(about['bf16']) or 'none'}"
 
 def parse_slo(text: str) -> list[SloTarget]:
     """'p95<=1000' or 'p50<=500,transcript_ms:p95<=400' (metric defaults to voice_to_voice_ms)."""
@@ -99,11 +125,7 @@ def build_report(
     within_count = round((within_ok or 0.0) * len(ok))
     report: dict[str, Any] = {
         "config": {k: getattr(result.config, k) for k in result.config.__slots__},
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "processor": platform.processor(),
-        },
+        "machine": machine(),
         "started_at_unix": result.wall_started_at,
         "elapsed_s": round(result.elapsed_s, 3),
         "turns": {

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from game_client_demo.wav import read_wav_mono16
+from loadtest.report import machine_line
 from npcserver.config import Settings
 from npcserver.conversation.endpoint import Endpointer, SileroVad
 from npcserver.conversation.turn_taking import (
@@ -491,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-only", action="store_true", help="only the words: whole player lines against the same lines cut at a random word")
     parser.add_argument("--seed", type=int, default=7, help="where --text-only cuts the lines")
     args = parser.parse_args(argv)
+    print(machine_line())
     if args.text_only:
         lines = player_lines(Path(__file__).parent.parent)
         words = words_benchmark(lines, args.seed)
