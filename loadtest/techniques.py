@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "llm_2_threads": ("all, but 2 torch threads for the LLM instead of 1", ["--llm-threads", "2"]),
     "ungrounded": ("all, without the fact lookup and reply check, int8 (the default before grounded replies)",
                    ["--knowledge-model", "none", "--llm-precision", "int8"]),
+    "no_sentence_end": ("all, but the pause's words are not read (Smart Turn and the end silence alone)",
+                        ["--sentence-end-model", "none"]),
     "model_first": ("all, but the LLM answers a fact question first; the check adds the fact if missing",
                     ["--no-fact-first"]),
 }
@@ -76,6 +79,10 @@ def run_step(
     latency = report["latency_ms"]
     v2v = latency["voice_to_voice_ms"]
     reply = latency.get("server_reply_audio_ms", {})
+    by_line: dict[str, list[float]] = {}
+    for record in report["records"]:
+        if record["ok"] and record["voice_to_voice_ms"] is not None:
+            by_line.setdefault(record["utterance"], []).append(record["voice_to_voice_ms"])
     return {
         "turns": report["turns"]["completed_ok"],
         "errors": sum(report["errors_by_code"].values()),
@@ -84,7 +91,20 @@ def run_step(
         "reply_audio_p50": reply.get("p50_ms"),
         "fillers": latency.get("server_filler_ms", {}).get("count", 0),
         "wer": report["wer"],
+        "v2v_median_by_line": {line: statistics.median(values) for line, values in sorted(by_line.items())},
     }
+
+
+def add_same_lines(rows: dict[str, dict[str, Any]]) -> None:
+    """Each step's mean of per-line medians over the lines every step answered: which turns complete
+    (a long reply makes the next turn overlap and be skipped) differs between steps, and a step that
+    happened to answer more of the slow lines would look slower for it."""
+    medians = [row["v2v_median_by_line"] for row in rows.values() if "v2v_median_by_line" in row]
+    common = set.intersection(*(set(m) for m in medians)) if medians else set()
+    for row in rows.values():
+        if common and "v2v_median_by_line" in row:
+            row["same_lines_v2v"] = statistics.mean(row["v2v_median_by_line"][line] for line in common)
+            row["same_lines"] = len(common)
 
 
 def run_naive(repeats: int) -> dict[str, Any]:
@@ -101,14 +121,18 @@ def run_naive(repeats: int) -> dict[str, Any]:
 
 
 def format_rows(rows: dict[str, dict[str, Any]], naive_p50: float | None) -> str:
-    lines = ["| step | adds | turns | v2v p50 | v2v p95 | naive / p50 | reply audio p50 | fillers |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| step | adds | turns | v2v p50 | v2v p95 | same lines (*) | naive / p50 | reply audio p50 | fillers |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         what = STEPS[name][0] if name in STEPS else "ASR, then the whole reply, then TTS (one process)"
         p50, p95 = row.get("v2v_p50"), row.get("v2v_p95")
         ratio = f"{naive_p50 / p50:.2f}x" if naive_p50 and p50 else "-"
-        cells = [f"{v:.0f} ms" if isinstance(v, (int, float)) else "-" for v in (p50, p95, row.get("reply_audio_p50"))]
-        lines.append(f"| {name} | {what} | {row['turns']} | {cells[0]} | {cells[1]} | {ratio} | {cells[2]} | {row.get('fillers', '-')} |")
+        cells = [f"{v:.0f} ms" if isinstance(v, (int, float)) else "-"
+                 for v in (p50, p95, row.get("same_lines_v2v"), row.get("reply_audio_p50"))]
+        lines.append(f"| {name} | {what} | {row['turns']} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio} | {cells[3]} "
+                     f"| {row.get('fillers', '-')} |")
+    same = next((row["same_lines"] for row in rows.values() if "same_lines" in row), 0)
+    lines.append(f"(*) voice to voice, the mean of each line's median over the {same} lines every step answered")
     return "\n".join(lines)
 
 
@@ -139,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.naive_repeats > 0:
         print("naive chain...", file=sys.stderr)
         rows["naive"] = run_naive(args.naive_repeats)
+    add_same_lines(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
     print(format_rows(rows, rows["naive"]["v2v_p50"] if "naive" in rows else None))

@@ -18,6 +18,7 @@ from loadtest.metrics import LatencyHistogram, corpus_word_error_rate, histogram
 from loadtest.report import build_report, check_slo, format_table, parse_slo
 from loadtest.runner import LoadConfig, RunResult, TurnRecord
 from loadtest.schedule import build_schedule, poisson_arrivals
+from loadtest.techniques import add_same_lines
 from loadtest.server_process import server_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,6 +158,17 @@ def test_a_missed_slo_is_reported_with_its_value() -> None:
     assert [check["met"] for check in report["slo"]] == [True, False]
     assert report["slo_met"] is False
     assert report["slo"][1]["value_ms"] == pytest.approx(1500, rel=1e-3)
+
+
+def test_steps_are_compared_on_the_lines_every_step_answered() -> None:
+    rows = {
+        "all": {"v2v_median_by_line": {"fast": 300.0, "slow": 900.0, "only_here": 100.0}},
+        "other": {"v2v_median_by_line": {"fast": 200.0, "slow": 800.0}},
+        "naive": {"v2v_p50": 1500.0},
+    }
+    add_same_lines(rows)
+    assert rows["all"]["same_lines_v2v"] == 600.0 and rows["other"]["same_lines_v2v"] == 500.0
+    assert rows["all"]["same_lines"] == 2 and "same_lines_v2v" not in rows["naive"]
 
 
 def test_slo_and_ramp_syntax() -> None:
