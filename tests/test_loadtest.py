@@ -18,8 +18,8 @@ from loadtest.metrics import LatencyHistogram, corpus_word_error_rate, histogram
 from loadtest.report import build_report, check_slo, format_table, parse_slo
 from loadtest.runner import LoadConfig, RunResult, TurnRecord
 from loadtest.schedule import build_schedule, poisson_arrivals
-from loadtest.techniques import add_same_lines
 from loadtest.server_process import server_process
+from loadtest.techniques import add_same_lines
 
 REPO = Path(__file__).resolve().parent.parent
 
