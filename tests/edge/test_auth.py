@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from websockets.asyncio.client import connect
@@ -29,21 +29,23 @@ def test_a_fresh_token_for_this_site_is_accepted() -> None:
     assert verdict.allowed and verdict.player == "player-7"
 
 
-@pytest.mark.parametrize(
-    ("token", "status"),
-    [
-        (None, 401),
-        ("", 401),
-        ("not.a.jwt", 401),
-        (issue_token(SECRET, "p", SITE, ttl_s=60, now=time.time() - 3600), 401),  # expired
-        (issue_token("another-secret-of-reasonable-length", "p", SITE), 401),  # forged
-        (issue_token(SECRET, "p", SITE, ttl_s=86400), 401),  # far too long-lived
-        (issue_token(SECRET, "p", "another-site"), 403),  # wrong audience
-    ],
-    ids=["missing", "empty", "garbage", "expired", "forged", "long_lived", "wrong_site"],
-)
-def test_bad_tokens_are_refused_with_the_right_status(token: str | None, status: int) -> None:
-    verdict = verify_token(SECRET, token, SITE, max_ttl_s=300)
+# Each bad token is minted when its test runs, not when pytest collects: a "wrong site" token minted at
+# collection expires (120 s) before a slow suite reaches it, and is then refused as expired (401).
+BAD_TOKENS: dict[str, tuple[Callable[[], str | None], int]] = {
+    "missing": (lambda: None, 401),
+    "empty": (lambda: "", 401),
+    "garbage": (lambda: "not.a.jwt", 401),
+    "expired": (lambda: issue_token(SECRET, "p", SITE, ttl_s=60, now=time.time() - 3600), 401),
+    "forged": (lambda: issue_token("another-secret-of-reasonable-length", "p", SITE), 401),
+    "long_lived": (lambda: issue_token(SECRET, "p", SITE, ttl_s=86400), 401),
+    "wrong_site": (lambda: issue_token(SECRET, "p", "another-site"), 403),  # wrong audience
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_TOKENS))
+def test_bad_tokens_are_refused_with_the_right_status(kind: str) -> None:
+    mint, status = BAD_TOKENS[kind]
+    verdict = verify_token(SECRET, mint(), SITE, max_ttl_s=300)
     assert verdict.status == status and verdict.reason
 
 
@@ -104,17 +106,10 @@ async def test_a_valid_token_in_the_query_opens_a_session(secured: NpcServer) ->
     assert await handshake_status(secured, f"{secured.url}?token={token}") == 101
 
 
-@pytest.mark.parametrize(
-    ("token", "status"),
-    [
-        (None, 401),
-        (issue_token(SECRET, "p", SITE, ttl_s=60, now=time.time() - 3600), 401),
-        (issue_token("another-secret-of-reasonable-length", "p", SITE), 401),
-        (issue_token(SECRET, "p", "another-site"), 403),
-    ],
-    ids=["missing", "expired", "forged", "wrong_site"],
-)
-async def test_bad_tokens_get_no_upgrade(secured: NpcServer, token: str | None, status: int) -> None:
+@pytest.mark.parametrize("kind", ["missing", "expired", "forged", "wrong_site"])
+async def test_bad_tokens_get_no_upgrade(secured: NpcServer, kind: str) -> None:
+    mint, status = BAD_TOKENS[kind]
+    token = mint()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     assert await handshake_status(secured, additional_headers=headers) == status
     assert not secured.sessions
