@@ -59,6 +59,8 @@ STEPS: dict[str, tuple[str, list[str]]] = {
                    ["--knowledge-model", "none", "--llm-precision", "int8"]),
     "no_sentence_end": ("all, but the pause's words are not read (Smart Turn and the end silence alone)",
                         ["--sentence-end-model", "none"]),
+    "no_guessed_word": ("all, but a last word whisper guessed does not make the pause wait",
+                        ["--last-word-guessed-below", "0"]),
     "model_first": ("all, but the LLM answers a fact question first; the check adds the fact if missing",
                     ["--no-fact-first"]),
 }

@@ -46,6 +46,9 @@ class Transcript:
     text: str
     language: str = "en"
     audio_seconds: float = 0.0
+    # The recogniser's probability of the last word it wrote (its least likely token), None when it
+    # cannot tell. Low when it guessed a word the audio cuts off: "ten of c-" written as "ten of course".
+    last_word_probability: float | None = None
 
 
 class Transcriber(Protocol):

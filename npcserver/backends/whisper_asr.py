@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import ctranslate2
 import numpy as np
@@ -117,14 +118,14 @@ class WhisperTranscriber:
         window = min(full_window, max(self._window_frames, (longest + 1) // 2 * 2))
         decoded = self._decode_windows(_padded(mels, window), _token_cap(longest) if window < full_window else None)
         if window < full_window:
-            redo = [i for i, (text, _language, capped) in enumerate(decoded) if capped or _looping(text)]
+            redo = [i for i, (text, _language, capped, _last_word) in enumerate(decoded) if capped or _looping(text)]
             if redo:
                 again = self._decode_windows(_padded([mels[i] for i in redo], full_window), None)
                 for i, retry in zip(redo, again, strict=True):
                     decoded[i] = retry
-        for index, (text, language, _capped) in zip(batch, decoded, strict=True):
+        for index, (text, language, _capped, last_word) in zip(batch, decoded, strict=True):
             seconds = samples[index].size / ASR_SAMPLE_RATE
-            results[index] = Transcript(text=text, language=language, audio_seconds=seconds)
+            results[index] = Transcript(text, language, seconds, last_word_probability=last_word)
         return [result for result in results if result is not None]
 
     def _transcribe_whole(self, samples: np.ndarray) -> Transcript:
@@ -142,9 +143,12 @@ class WhisperTranscriber:
         text = " ".join(segment.text.strip() for segment in segments).strip()
         return Transcript(text=text, language=info.language, audio_seconds=samples.size / ASR_SAMPLE_RATE)
 
-    def _decode_windows(self, features: np.ndarray, max_tokens: int | None) -> list[tuple[str, str, bool]]:
+    def _decode_windows(
+        self, features: np.ndarray, max_tokens: int | None
+    ) -> list[tuple[str, str, bool, float | None]]:
         """Greedy decode of a [batch, mels, frames] feature stack: (text, language, stopped at
-        max_tokens) per window. `max_tokens=None`: up to the model's length limit."""
+        max_tokens, the last word's probability) per window. `max_tokens=None`: up to the model's
+        length limit."""
         model = self._model
         encoded = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
         if self._language is not None:
@@ -176,6 +180,7 @@ class WhisperTranscriber:
             beam_size=1,
             max_length=max_length,
             return_scores=True,
+            return_logits_vocab=True,  # for the last word's probability: no second pass needed
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=suppressed,
@@ -188,7 +193,9 @@ class WhisperTranscriber:
             average_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
             silent = output.no_speech_prob > _NO_SPEECH_THRESHOLD and average_logprob <= _LOG_PROB_THRESHOLD
             capped = max_tokens is not None and len(tokens) >= max_tokens
-            decoded.append(("" if silent else tokenizer.decode(tokens).strip(), language, capped))
+            text = "" if silent else tokenizer.decode(tokens).strip()
+            last_word = _last_word_probability(model.hf_tokenizer, tokens, output.logits[0]) if text else None
+            decoded.append((text, language, capped, last_word))
         return decoded
 
 
@@ -198,6 +205,32 @@ def _padded(mels: list[np.ndarray], frames: int) -> np.ndarray:
     for row, mel in zip(stacked, mels, strict=True):
         row[:, : mel.shape[-1]] = mel[:, :frames]
     return stacked
+
+
+def _last_word_probability(hf_tokenizer: Any, tokens: list[int], logits: list[ctranslate2.StorageView]) -> float | None:
+    """The probability greedy decoding gave the last word's least likely token (trailing punctuation
+    left out): whisper's own confidence that the audio holds that word, not a guess from the words before."""
+    last_word: list[int] = []  # positions in `tokens`, last first
+    for position in range(len(tokens) - 1, -1, -1):
+        piece = hf_tokenizer.decode([tokens[position]])
+        if not any(character.isalnum() for character in piece):
+            if last_word:
+                break
+            continue  # "." or "?" after the word
+        last_word.append(position)
+        if piece.startswith(" "):  # the word's first token
+            break
+    if not last_word:
+        return None
+    return min(_token_probability(logits[position], tokens[position]) for position in last_word)
+
+
+def _token_probability(step_logits: ctranslate2.StorageView, token: int) -> float:
+    if step_logits.device != "cpu":
+        step_logits = step_logits.to_device(ctranslate2.Device.cpu)
+    scores = np.asarray(step_logits, dtype=np.float64).reshape(-1)
+    shifted = np.exp(scores - scores.max())
+    return float(shifted[token] / shifted.sum())
 
 
 def _token_cap(frames: int) -> int:

@@ -27,6 +27,7 @@ import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.backends import Backends
+from npcserver.backends.base import Transcript
 from npcserver.config import Settings
 from npcserver.conversation.actions import ActionCall, NotDeclared, declared_call
 from npcserver.conversation.endpoint import Endpointer, TurnEnded
@@ -452,13 +453,13 @@ class Session:
         turn = self._new_turn(command.turn, self._clock.wall_time(command.at_sample), held=True)
         turn.speech_end_sample = command.at_sample
         request = self._request(command.turn, audio=command.audio, resume=command.resume)
-        request.on_transcript = lambda text: self._heard(command.turn, text)
+        request.on_transcript = lambda transcript: self._heard(command.turn, transcript)
         turn.task = asyncio.create_task(self._run_turn(turn, request))
         self._speculative = turn
 
-    def _heard(self, turn: int, text: str) -> None:
+    def _heard(self, turn: int, transcript: Transcript) -> None:
         """A speculation's transcript: the core may want the sentence-end model's view of it."""
-        for command in self._core().on_transcript(turn, text):
+        for command in self._core().on_transcript(turn, transcript.text.strip(), transcript.last_word_probability):
             assert isinstance(command, ScoreSentenceEnd)
             self._score_pause(command)
 
@@ -610,19 +611,21 @@ class Session:
 
 
 def _rules(settings: Settings, backends: Backends) -> TurnTakingRules:
-    pause = PauseRule(finished_ms=settings.end_silence_finished_ms)
+    pause = PauseRule(
+        finished_ms=settings.end_silence_finished_ms,
+        incomplete_ms=settings.end_silence_incomplete_ms,
+        guessed_word_below=settings.last_word_guessed_below,
+    )
     if backends.turn_detector is not None:
-        pause = PauseRule(
-            finished_ms=settings.end_silence_finished_ms,
+        pause = replace(
+            pause,
             complete_at=settings.turn_complete_at,
             complete_ms=settings.end_silence_complete_ms,
             incomplete_below=settings.turn_incomplete_below,
-            incomplete_ms=settings.end_silence_incomplete_ms,
         )
     if backends.sentence_end is not None and settings.speculative:  # the words come from a speculation
         pause = replace(
             pause,
-            incomplete_ms=settings.end_silence_incomplete_ms,
             sentence_end_below=settings.sentence_end_below,
             sentence_end_at=settings.sentence_end_at,
         )

@@ -130,6 +130,10 @@ class PauseRule:
     often sounds finished mid-clause: below `sentence_end_below` the turn waits `incomplete_ms`
     whatever the detector heard, and the detector's short wait needs the words' answer first; at
     `sentence_end_at` or above, a pause the detector hears as unfinished waits only the end silence.
+
+    A transcript whose last word the recogniser wrote with a probability below `guessed_word_below`
+    waits `incomplete_ms` too: the recogniser guessed a word the pause cut off ("ten of c-" as "ten
+    of course"), a whole sentence that the words and the voice both take for finished.
     """
 
     finished_ms: float = 300  # 0: a finished-looking transcript changes nothing
@@ -139,6 +143,7 @@ class PauseRule:
     incomplete_ms: float = 1200
     sentence_end_below: float = 0.0  # 0: no sentence-end model
     sentence_end_at: float = 1.1
+    guessed_word_below: float = 0.0  # 0: the last word's probability is not used
 
     def wait_ms(
         self,
@@ -148,10 +153,13 @@ class PauseRule:
         sentence_end: float | None = None,
         *,
         words_coming: bool = True,
+        last_word_probability: float | None = None,
     ) -> float:
         """`words_coming`: a transcript of this pause is on its way (a speculation runs on it)."""
         unfinished_wait = max(self.incomplete_ms, end_silence_ms)
         if sentence_end is not None and sentence_end < self.sentence_end_below:
+            return unfinished_wait
+        if self.guessed_last_word(last_word_probability):
             return unfinished_wait
         if score is not None and score >= self.complete_at:
             if self.uses_sentence_end and sentence_end is None and words_coming:
@@ -171,6 +179,9 @@ class PauseRule:
     @property
     def uses_sentence_end(self) -> bool:
         return self.sentence_end_below > 0.0
+
+    def guessed_last_word(self, last_word_probability: float | None) -> bool:
+        return last_word_probability is not None and last_word_probability < self.guessed_word_below
 
     def words_may_matter(self, score: float | None) -> bool:
         """Whether the sentence-end model's answer could change the wait (a CPU call spared where not):
@@ -198,6 +209,7 @@ class _Pause:
     score: float | None = None
     transcript: str | None = None
     sentence_end: float | None = None
+    last_word_probability: float | None = None
 
 
 @dataclass(slots=True)
@@ -274,15 +286,19 @@ class TurnTaking:
         self._stop_npc(commands)
         return commands
 
-    def on_transcript(self, turn: int, text: str) -> list[Command]:
+    def on_transcript(self, turn: int, text: str, last_word_probability: float | None = None) -> list[Command]:
         """A speculative turn's transcript is in: it may change how long the pause must last (the turn
-        ends, or not, with the audio that follows), and the sentence-end model may be asked about it."""
+        ends, or not, with the audio that follows), and the sentence-end model may be asked about it.
+        `last_word_probability`: the recogniser's confidence in the transcript's last word."""
         pause = self._pause
         if self._speculation is None or self._speculation[0] != turn or pause is None:
             return []
-        pause.transcript = text
+        pause.transcript, pause.last_word_probability = text, last_word_probability
         self._apply_pause_rule()
-        if self.rules.pause.words_may_matter(pause.score) and not self.push_to_talk:
+        rule = self.rules.pause
+        if rule.guessed_last_word(last_word_probability):
+            return []  # unfinished already: the sentence-end model could only agree
+        if rule.words_may_matter(pause.score) and not self.push_to_talk:
             return [ScoreSentenceEnd(pause.at_sample, text)]
         return []
 
@@ -336,7 +352,10 @@ class TurnTaking:
             return
         base = self.endpointer.end_silence_ms
         words_coming = self._speculation is not None and self._speculation[1] == pause.at_sample
-        wait = self.rules.pause.wait_ms(base, pause.score, pause.transcript, pause.sentence_end, words_coming=words_coming)
+        wait = self.rules.pause.wait_ms(
+            base, pause.score, pause.transcript, pause.sentence_end, words_coming=words_coming,
+            last_word_probability=pause.last_word_probability,
+        )
         if wait < base:
             self.endpointer.end_pause_early(wait)
         else:

@@ -306,3 +306,20 @@ def test_the_sentence_end_model_tells_a_whole_line_from_one_broken_off(llm_folde
     ]:
         assert scorer.sentence_end_probability(whole) > 0.05 > scorer.sentence_end_probability(broken), (whole, broken)
     assert scorer.sentence_end_probability("...") == 1.0  # no words: nothing says the player is mid-sentence
+
+
+def test_whisper_is_unsure_of_a_last_word_the_audio_cuts_off() -> None:
+    from loadtest.turn_taking import HUMAN_SPEECH, load_recordings, split_points
+    from npcserver.backends.whisper_asr import WhisperTranscriber
+
+    asr = WhisperTranscriber(resolve_asr_model("tiny.en"), cpu_threads=1, window_s=10)
+    recordings = {recording.name: recording for recording in load_recordings(HUMAN_SPEECH)}
+    pause = np.zeros(ASR_SAMPLE_RATE * 3 // 10, np.float32)
+    # measured: "Eight of spades, four of close, seven of hearts." 0.93, cut after "four of" it is heard
+    # as "... four of qu..." at 0.16; "... than he was." 1.00, cut after "had he" heard as "Adi Merr." at 0.27
+    for name, split in [("cards_005", 1), ("librivox_0920", 0)]:
+        recording = recordings[name]
+        whole = asr.transcribe(np.concatenate([recording.audio[: recording.speech_end], pause]))
+        cut = asr.transcribe(np.concatenate([recording.audio[: split_points(recording)[split]], pause]))
+        assert whole.last_word_probability is not None and cut.last_word_probability is not None
+        assert whole.last_word_probability > 0.8 > 0.35 > cut.last_word_probability, (whole, cut)

@@ -8,6 +8,7 @@ says exactly what the one-at-a-time decode says.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import threading
 import time
@@ -227,7 +228,9 @@ def whisper():  # type: ignore[no-untyped-def]
 def test_whisper_batch_says_what_one_at_a_time_says(whisper, spoken: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
     one_at_a_time = [whisper.transcribe(audio) for audio in spoken]
     batched = whisper.transcribe_batch(spoken)
-    assert batched == one_at_a_time
+    # one at a time in the full window is faster-whisper's own `transcribe`, which gives no word probabilities
+    assert [dataclasses.replace(t, last_word_probability=None) for t in batched] == one_at_a_time
+    assert all(t.last_word_probability is not None for t in batched)
     # tiny.en is not perfect: only key words are checked
     assert ["morning" in t.text.lower() for t in batched] == [True, False, False]
     assert ["sword" in t.text.lower() for t in batched] == [False, True, False]
@@ -247,7 +250,8 @@ def test_multilingual_whisper_batch_detects_the_language_and_says_the_same(spoke
     prepare_models(settings, progress=None)  # joins the two parts of 'base' once, in the user's cache
     base = WhisperTranscriber(resolve_asr_model("base", settings.cache_dir), device="cpu", cpu_threads=2)
     batched = base.transcribe_batch(spoken)
-    assert batched == [base.transcribe(audio) for audio in spoken]
+    without_word_probability = [dataclasses.replace(t, last_word_probability=None) for t in batched]
+    assert without_word_probability == [base.transcribe(audio) for audio in spoken]
     assert [t.language for t in batched] == ["en", "en", "en"]
 
 

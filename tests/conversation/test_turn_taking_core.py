@@ -267,6 +267,44 @@ def test_without_a_sentence_end_model_the_core_asks_nothing_of_the_words() -> No
     assert turns.on_transcript(started.turn, "He might even.") == []
 
 
+# --------------------------------------------------------------------------- the last word's probability
+
+
+def guessing_rules() -> PauseRule:
+    return PauseRule(
+        finished_ms=300, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.02, guessed_word_below=0.4,
+    )
+
+
+def test_a_last_word_the_recogniser_guessed_makes_a_finished_voice_wait_without_asking_the_words() -> None:
+    turns, score, started = paused(guessing_rules())
+    turns.on_turn_score(score.at_sample, 0.98)  # "eight of spades, four of c-" sounds finished
+    assert turns.on_transcript(started.turn, "Eight of spades, four of course.", 0.2) == []
+    assert feed(turns, silence_s=0.8) == []  # a 700 ms pause there is not the end
+    (committed,) = feed(turns, silence_s=0.2)
+    assert 900 <= committed.ended.endpoint_delay_ms < 960
+
+
+def test_a_last_word_heard_with_confidence_leaves_the_decision_to_the_voice_and_the_words() -> None:
+    turns, score, started = paused(guessing_rules())
+    turns.on_turn_score(score.at_sample, 0.98)
+    (question,) = turns.on_transcript(started.turn, "Eight of spades.", 0.9)
+    turns.on_sentence_end_score(question.at_sample, 0.3)
+    (committed,) = feed(turns, silence_s=0.3)
+    assert 250 <= committed.ended.endpoint_delay_ms < 300  # the short pause
+
+
+def test_the_guessed_word_rule_on_its_own() -> None:
+    rule = guessing_rules()
+    assert rule.wait_ms(500, 0.9, "Ten of course.", 0.3, last_word_probability=0.39) == 900
+    assert rule.wait_ms(500, 0.9, "Ten of course.", 0.3, last_word_probability=0.4) == 250
+    assert rule.wait_ms(500, 0.9, "Ten of course.", 0.3, last_word_probability=None) == 250  # not known: not used
+    assert rule.wait_ms(500, None, "Ten of course.", None, last_word_probability=0.1) == 900
+    off = PauseRule(complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900)
+    assert off.wait_ms(500, 0.9, "Ten of course.", None, last_word_probability=0.01) == 250
+
+
 # --------------------------------------------------------------------------- barge-in
 
 
