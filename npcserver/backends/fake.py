@@ -25,6 +25,7 @@ class FakeTranscriber:
         self.scripted: list[str] = []
         self.calls: list[float] = []  # seconds of audio per call
         self.fail_next = False
+        self.last_word_probability: float | None = None  # what every transcript says of its last word
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         seconds = len(audio) / 16000
@@ -34,7 +35,7 @@ class FakeTranscriber:
             raise RuntimeError("fake transcriber failure (scripted by a test)")
         time.sleep(self.delay_s)
         text = self.scripted.pop(0) if self.scripted else f"fake transcript of {seconds:.1f} seconds"
-        return Transcript(text=text, audio_seconds=seconds)
+        return Transcript(text=text, audio_seconds=seconds, last_word_probability=self.last_word_probability)
 
 
 class FakeDialogue:

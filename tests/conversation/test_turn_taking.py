@@ -243,6 +243,17 @@ async def test_words_that_break_off_make_the_turn_wait_as_for_an_unfinished_thou
     assert 300 <= end["timings"]["end_silence_ms"] < 450  # whole words: the finished-sentence wait holds
 
 
+async def test_a_last_word_the_recogniser_guessed_makes_the_turn_wait_without_asking_the_words() -> None:
+    words, transcriber = FakeSentenceEnd(), FakeTranscriber()
+    backends = Backends(transcriber, FakeDialogue(), FakeSynthesizer(), sentence_end=words)
+    transcriber.last_word_probability = 0.2  # "... four of c-" heard as "... four of course."
+    end = await _end_silence_after("Eight of spades, four of course.", backends=backends, open_mic_s=1.3)
+    assert words.calls == [] and end["timings"]["end_silence_ms"] >= 900
+    transcriber.last_word_probability = 0.9
+    end = await _end_silence_after("Eight of spades, four of clubs.", backends=backends)
+    assert words.calls == ["Eight of spades, four of clubs."] and end["timings"]["end_silence_ms"] < 450
+
+
 @pytest.mark.parametrize("interleave", [True, False])
 async def test_a_long_reply_does_not_hold_other_players_first_words(interleave: bool) -> None:
     slow = FakeDialogue(token_delay_s=0.05, reply=" ".join(["Word."] * 40))
