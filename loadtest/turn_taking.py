@@ -37,6 +37,7 @@ import numpy as np
 
 from game_client_demo.wav import read_wav_mono16
 from loadtest.report import machine_line
+from npcserver.backends.base import Transcript
 from npcserver.config import Settings
 from npcserver.conversation.endpoint import Endpointer, SileroVad
 from npcserver.conversation.turn_taking import (
@@ -70,6 +71,14 @@ RULES: dict[str, PauseRule] = {
         finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
         sentence_end_below=0.02,
     ),
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900": PauseRule(
+        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.02, guessed_word_below=0.4,
+    ),
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.6: 900": PauseRule(
+        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
+        sentence_end_below=0.02, guessed_word_below=0.6,
+    ),
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, >=0.25: 500": PauseRule(
         finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
         sentence_end_below=0.02, sentence_end_at=0.25,
@@ -79,7 +88,7 @@ RULES: dict[str, PauseRule] = {
         sentence_end_below=0.05, sentence_end_at=0.25,
     ),
 }
-DEFAULT_RULE = "smart turn 0.5: 250 / 900 ms, words <0.02: 900"  # the server's settings
+DEFAULT_RULE = "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900"  # the server's settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +209,7 @@ class Models:
         from npcserver.backends.whisper_asr import WhisperTranscriber
         from npcserver.models import resolve_asr_model, resolve_turn_detector
 
-        self._asr = WhisperTranscriber(resolve_asr_model("tiny.en"), cpu_threads=1)
+        self._asr = WhisperTranscriber(resolve_asr_model("tiny.en"), cpu_threads=1, window_s=Settings().asr_window_s)
         self._detector = SmartTurnDetector(resolve_turn_detector("smart-turn-v3.2"))
         self._words = sentence_end_model()
         self._cache: dict[tuple[str, str], object] = {}
@@ -210,8 +219,8 @@ class Models:
             self._cache[kind, key] = compute()
         return self._cache[kind, key]
 
-    def transcript(self, audio: np.ndarray) -> str:
-        return str(self._cached("asr", _digest(audio), lambda: self._asr.transcribe(audio).text))
+    def transcript(self, audio: np.ndarray) -> Transcript:
+        return self._cached("asr", _digest(audio), lambda: self._asr.transcribe(audio))  # type: ignore[return-value]
 
     def score(self, audio: np.ndarray) -> float:
         return float(self._cached("turn", _digest(audio), lambda: self._detector.turn_complete_probability(audio)))  # type: ignore[arg-type]
@@ -318,8 +327,8 @@ def turns_of(stream: np.ndarray, core: TurnTaking, models: Models, latency: Late
     ready_at: dict[int, int] = {}  # speculative turn -> the sample its reply audio is ready
     position = 0
 
-    def heard(turn: int, text: str) -> None:
-        for question in core.on_transcript(turn, text):
+    def heard(turn: int, transcript: Transcript) -> None:
+        for question in core.on_transcript(turn, transcript.text, transcript.last_word_probability):
             assert isinstance(question, ScoreSentenceEnd)
             at, p = question.at_sample, models.sentence_end(question.text)
             due.append((position + at_samples(latency.sentence_end_ms), lambda a=at, q=p: core.on_sentence_end_score(a, q)))
@@ -333,8 +342,8 @@ def turns_of(stream: np.ndarray, core: TurnTaking, models: Models, latency: Late
             if isinstance(command, StartSpeculation):
                 turn, audio = command.turn, command.audio
                 ready_at[turn] = position + at_samples(latency.reply_ms)
-                text = models.transcript(audio)
-                due.append((position + at_samples(latency.asr_ms), lambda t=turn, x=text: heard(t, x)))
+                transcript = models.transcript(audio)
+                due.append((position + at_samples(latency.asr_ms), lambda t=turn, x=transcript: heard(t, x)))
             elif isinstance(command, ScoreTurnEnd):
                 at, p = command.at_sample, models.score(command.audio)
                 due.append((position + at_samples(latency.detector_ms), lambda a=at, q=p: core.on_turn_score(a, q)))
@@ -463,12 +472,13 @@ def write_png(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for name, row in results.items():
+    colours = plt.get_cmap("tab20").colors  # more rules than the default cycle's 10 colours
+    for (name, row), colour in zip(results.items(), itertools.cycle(colours)):
         rates = [100 * row["cut_in"][p] for p in PAUSES_MS]
-        (line,) = ax.plot([row["p50_ms"]] * len(PAUSES_MS), rates, "o-", alpha=0.35)
+        ax.plot([row["p50_ms"]] * len(PAUSES_MS), rates, "o-", color=colour, alpha=0.35)
         for pause, rate in zip(PAUSES_MS, rates, strict=True):
             ax.annotate(f"{pause}", (row["p50_ms"], rate), fontsize=7, xytext=(3, 0), textcoords="offset points")
-        ax.plot([], [], "o-", color=line.get_color(), label=name)  # the legend in the line's own colour
+        ax.plot([], [], "o-", color=colour, label=name)  # the legend in the line's own colour
     ax.axhline(10, color="grey", ls=":", lw=1)
     ax.axhline(25, color="grey", ls="--", lw=1)
     ax.set_xlabel("finished utterances: end of speech to NPC audio, p50 (ms)")
