@@ -173,6 +173,10 @@ class WhisperTranscriber:
         )
         prompts = [[*tokenizers[language].sot_sequence, tokenizer.no_timestamps] for language in languages]
         prompt_length = len(prompts[0])
+        # The last word's probability comes from each step's logits over the whole vocabulary (51,864
+        # floats a token). Kept on a CPU, not on a GPU, where a batch's steps would all stay in GPU
+        # memory: there the transcripts carry no probability and the guessed-word rule is off.
+        word_probabilities = model.model.device == "cpu"
         max_length = model.max_length if max_tokens is None else min(model.max_length, prompt_length + max_tokens)
         outputs = model.model.generate(
             encoded,
@@ -180,7 +184,7 @@ class WhisperTranscriber:
             beam_size=1,
             max_length=max_length,
             return_scores=True,
-            return_logits_vocab=True,  # for the last word's probability: no second pass needed
+            return_logits_vocab=word_probabilities,  # the same decode, no second pass
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=suppressed,
@@ -194,7 +198,9 @@ class WhisperTranscriber:
             silent = output.no_speech_prob > _NO_SPEECH_THRESHOLD and average_logprob <= _LOG_PROB_THRESHOLD
             capped = max_tokens is not None and len(tokens) >= max_tokens
             text = "" if silent else tokenizer.decode(tokens).strip()
-            last_word = _last_word_probability(model.hf_tokenizer, tokens, output.logits[0]) if text else None
+            last_word = None
+            if text and word_probabilities:
+                last_word = _last_word_probability(model.hf_tokenizer, tokens, output.logits[0])
             decoded.append((text, language, capped, last_word))
         return decoded
 
@@ -226,8 +232,6 @@ def _last_word_probability(hf_tokenizer: Any, tokens: list[int], logits: list[ct
 
 
 def _token_probability(step_logits: ctranslate2.StorageView, token: int) -> float:
-    if step_logits.device != "cpu":
-        step_logits = step_logits.to_device(ctranslate2.Device.cpu)
     scores = np.asarray(step_logits, dtype=np.float64).reshape(-1)
     shifted = np.exp(scores - scores.max())
     return float(shifted[token] / shifted.sum())
