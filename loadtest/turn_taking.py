@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,36 +56,24 @@ CHUNK = 320  # 20 ms, as the demo client streams
 HUMAN_SPEECH = Path(__file__).parent / "human_speech"
 PAUSES_MS = (400, 700, 1000)
 
+# Smart Turn's 250 / 900 ms, and with the words' veto below 0.02: the rows below vary one of these
+SMART_TURN = PauseRule(finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900)
+WORDS = replace(SMART_TURN, sentence_end_below=0.02)
 RULES: dict[str, PauseRule] = {
     "silence 500 ms": PauseRule(finished_ms=0),
     "silence 500, finished text 300 (before)": PauseRule(finished_ms=300),
     "silence 800 ms": PauseRule(finished_ms=0),  # the endpointer's end silence is set from the name
     "smart turn 0.5: 250 / 1200 ms": PauseRule(finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5),
-    "smart turn 0.5: 250 / 900 ms": PauseRule(
-        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900
-    ),
+    "smart turn 0.5: 250 / 900 ms": SMART_TURN,
     "smart turn >=0.8: 250, <0.5: 1200, else text": PauseRule(
         finished_ms=300, complete_at=0.8, complete_ms=250, incomplete_below=0.5
     ),
-    "smart turn 0.5: 250 / 900 ms, words <0.02: 900": PauseRule(
-        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
-        sentence_end_below=0.02,
-    ),
-    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900": PauseRule(
-        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
-        sentence_end_below=0.02, guessed_word_below=0.4,
-    ),
-    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.6: 900": PauseRule(
-        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
-        sentence_end_below=0.02, guessed_word_below=0.6,
-    ),
-    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, >=0.25: 500": PauseRule(
-        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
-        sentence_end_below=0.02, sentence_end_at=0.25,
-    ),
-    "smart turn 0.5: 250 / 900 ms, words <0.05: 900, >=0.25: 500": PauseRule(
-        finished_ms=0, complete_at=0.5, complete_ms=250, incomplete_below=0.5, incomplete_ms=900,
-        sentence_end_below=0.05, sentence_end_at=0.25,
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900": WORDS,
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900": replace(WORDS, guessed_word_below=0.4),
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.6: 900": replace(WORDS, guessed_word_below=0.6),
+    "smart turn 0.5: 250 / 900 ms, words <0.02: 900, >=0.25: 500": replace(WORDS, sentence_end_at=0.25),
+    "smart turn 0.5: 250 / 900 ms, words <0.05: 900, >=0.25: 500": replace(
+        WORDS, sentence_end_below=0.05, sentence_end_at=0.25
     ),
 }
 DEFAULT_RULE = "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900"  # the server's settings
