@@ -47,7 +47,8 @@ class Transcript:
     language: str = "en"
     audio_seconds: float = 0.0
     # The recogniser's probability of the last word it wrote (its least likely token), None when it
-    # cannot tell (whisper on a GPU, or in faster-whisper's own full-window transcribe). Low when it guessed a word the audio cuts off: "ten of c-" written as "ten of course".
+    # cannot tell (whisper on a GPU, or faster-whisper's own full-window transcribe). Low when it
+    # guessed a word the audio cuts off: "ten of c-" written as "ten of course".
     last_word_probability: float | None = None
 
 

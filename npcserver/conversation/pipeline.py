@@ -316,7 +316,8 @@ class TurnRequest:
     resume_text: str | None = None  # the cut-off reply to say again if this turn is a false interruption
     fixed_reply: Callable[[str], str | None] | None = None  # player text -> a line to say instead of asking the LLM
     fact_first: bool = True  # a line that asks for a fact hears it at once; the model goes on from it
-    on_transcript: Callable[[Transcript], None] | None = None  # told the player's words as soon as ASR has them
+    # told the player's words as soon as ASR has them, and ASR's confidence in the last of them
+    on_transcript: Callable[[str, float | None], None] | None = None
     persona: Persona | None = None  # whose facts the reply is looked up in and checked against (None: neither)
     context_text: str = ""  # the game context as the prompt shows it: a claim may come from it
 
@@ -472,7 +473,7 @@ async def run_turn(runner: ModelRunner, request: TurnRequest, out: TurnOutput, r
         timings["asr_ms"] = _ms(time.perf_counter() - asr_started)
         result.player_text = transcript.text.strip()
         if request.on_transcript is not None:
-            request.on_transcript(transcript)
+            request.on_transcript(result.player_text, transcript.last_word_probability)
         await out.send(TranscriptMessage(request.turn, result.player_text, final=True))
         if request.resume_text and is_backchannel(result.player_text):
             # the player only coughed or said "uh-huh" over the NPC: say the cut-off part again

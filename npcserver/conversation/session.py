@@ -27,7 +27,6 @@ import soxr
 
 from npcserver.audio import ASR_SAMPLE_RATE, pcm16_to_float
 from npcserver.backends import Backends
-from npcserver.backends.base import Transcript
 from npcserver.config import Settings
 from npcserver.conversation.actions import ActionCall, NotDeclared, declared_call
 from npcserver.conversation.endpoint import Endpointer, TurnEnded
@@ -453,13 +452,13 @@ class Session:
         turn = self._new_turn(command.turn, self._clock.wall_time(command.at_sample), held=True)
         turn.speech_end_sample = command.at_sample
         request = self._request(command.turn, audio=command.audio, resume=command.resume)
-        request.on_transcript = lambda transcript: self._heard(command.turn, transcript)
+        request.on_transcript = lambda text, last_word: self._heard(command.turn, text, last_word)
         turn.task = asyncio.create_task(self._run_turn(turn, request))
         self._speculative = turn
 
-    def _heard(self, turn: int, transcript: Transcript) -> None:
+    def _heard(self, turn: int, text: str, last_word_probability: float | None) -> None:
         """A speculation's transcript: the core may want the sentence-end model's view of it."""
-        for command in self._core().on_transcript(turn, transcript.text.strip(), transcript.last_word_probability):
+        for command in self._core().on_transcript(turn, text, last_word_probability):
             assert isinstance(command, ScoreSentenceEnd)
             self._score_pause(command)
 
