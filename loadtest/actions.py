@@ -85,14 +85,13 @@ def print_scores(by_npc: dict[str, list[str]]) -> dict[str, Any]:
 
 def detect_only(args: argparse.Namespace) -> dict[str, Any]:
     """The detector alone: the sentence encoder and the persona files, no LLM or TTS."""
-    from npcserver.backends.minilm_embedder import TransformersEmbedder
+    from npcserver.backends.loading import load_sentence_embedder
     from npcserver.config import Settings
     from npcserver.conversation.actions import ActionIndex
-    from npcserver.models import resolve_knowledge_model
     from npcserver.personas.store import PersonaStore
 
     settings = Settings()
-    embedder = TransformersEmbedder(resolve_knowledge_model(settings.knowledge_model))
+    embedder = load_sentence_embedder(settings)
     store = PersonaStore(settings.voices)
     indexes: dict[str, ActionIndex] = {}
     by_npc: dict[str, list[str]] = defaultdict(list)

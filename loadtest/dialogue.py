@@ -150,16 +150,15 @@ def _share(tally: Counter[str], part: str, whole: str) -> str:
 
 def lookup_only(args: argparse.Namespace) -> None:
     """The fact lookup alone, in seconds, without the LLM or TTS: what a change to it does."""
-    from npcserver.backends.minilm_embedder import TransformersEmbedder
+    from npcserver.backends.loading import load_sentence_embedder
     from npcserver.config import Settings
     from npcserver.conversation.knowledge import KnowledgeIndex
-    from npcserver.models import resolve_knowledge_model
     from npcserver.personas.store import PersonaStore
 
     settings = Settings(**({"knowledge_model": args.knowledge_model} if args.knowledge_model else {}))
     if settings.knowledge_model == "none":
         raise SystemExit("--lookup-only needs a knowledge model")
-    embedder = TransformersEmbedder(resolve_knowledge_model(settings.knowledge_model))
+    embedder = load_sentence_embedder(settings)
     store = PersonaStore(settings.voices)
     spec = tomllib.loads(args.questions.read_text(encoding="utf-8"))
     indexes: dict[str, KnowledgeIndex] = {}

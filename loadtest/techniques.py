@@ -61,6 +61,8 @@ STEPS: dict[str, tuple[str, list[str]]] = {
                         ["--sentence-end-model", "none"]),
     "no_guessed_word": ("all, but a last word whisper guessed does not make the pause wait",
                         ["--last-word-guessed-below", "0"]),
+    "minilm_only": ("all, but the fact lookup with MiniLM-L6 alone, not averaged with MPNet (the default before)",
+                    ["--knowledge-model", "all-minilm-l6-v2"]),
     "model_first": ("all, but the LLM answers a fact question first; the check adds the fact if missing",
                     ["--no-fact-first"]),
 }

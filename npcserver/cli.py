@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the server. It listens at once; /healthz answers 503 until the models are loaded, then 200.")
     _add_settings_options(serve)
 
-    prepare = commands.add_parser("prepare", help="Prepare the models once (converts the embedded LLM; cached).",
+    prepare = commands.add_parser("prepare", help="Prepare the models once (converts the embedded LLM, exports the sentence encoders; cached).",
                                   description="Locate and prepare every model the settings name; later starts reuse the cache.")
     _add_settings_options(prepare)
 

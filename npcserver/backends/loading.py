@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Literal
 from npcserver.models import (
     ModelError,
     available_voice_names,
+    prepare_knowledge_models,
     prepare_models,
     resolve_asr_model,
-    resolve_knowledge_model,
+    resolve_knowledge_models,
     resolve_llm_model,
     resolve_piper_voice,
     resolve_turn_detector,
@@ -26,6 +27,7 @@ from npcserver.models import (
 
 if TYPE_CHECKING:
     from npcserver.backends import Backends
+    from npcserver.backends.base import SentenceEmbedder
     from npcserver.backends.sentence_end import SentenceEndScorer
     from npcserver.backends.whisper_asr import WhisperTranscriber
     from npcserver.config import Settings
@@ -168,6 +170,17 @@ def load_transcriber(settings: Settings, device: Device, cpu_threads: int) -> tu
         return load("cpu"), "cpu"
 
 
+def load_sentence_embedder(settings: Settings, device: str = "cpu") -> SentenceEmbedder:
+    """The fact lookup's encoders (`settings.knowledge_model`, not 'none'), prepared and warmed, on one
+    thread: the lookup runs on its own worker beside the ASR and LLM threads."""
+    from npcserver.backends.sentence_embedders import open_embedder
+
+    prepare_knowledge_models(settings)
+    embedder = open_embedder(resolve_knowledge_models(settings.knowledge_model, settings.cache_dir), device, threads=1)
+    embedder.embed(["Hello."])
+    return embedder
+
+
 def load_real_backends(settings: Settings) -> Backends:
     """Prepare, load and warm the three real models (blocking: seconds)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -223,11 +236,8 @@ def load_real_backends(settings: Settings) -> Backends:
 
     embedder = None
     if settings.knowledge_model != "none":
-        from npcserver.backends.minilm_embedder import TransformersEmbedder
-
         start = time.monotonic()
-        embedder = TransformersEmbedder(resolve_knowledge_model(settings.knowledge_model), device=device, threads=1)
-        embedder.embed(["Hello."])
+        embedder = load_sentence_embedder(settings, device)
         log.info("knowledge lookup %s loaded in %.2f s", settings.knowledge_model, time.monotonic() - start)
 
     turn_detector = None

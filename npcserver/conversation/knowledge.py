@@ -7,8 +7,9 @@ into the turn, after the cached persona prompt. Facts are indexed clause by clau
 3 silver; a bowl of stew costs 1 silver." answers two questions) and in the second person ("Your
 late husband Ulf built the forge"), the way a player asks ("Did you build this forge?").
 
-The index is built once per persona version; a lookup costs one embedding of the line (~20 ms on
-one CPU thread for MiniLM-L6) and runs on the embedder's own worker, never on the event loop.
+The index is built once per persona version; a lookup costs one embedding of the line (~45 ms on
+one CPU thread for the default, MiniLM-L6 and MPNet averaged) and runs on the embedder's own worker,
+never on the event loop.
 Forbidden topics are indexed too, so "what's in your basement?" can get the cellar's deflection.
 """
 
@@ -25,7 +26,8 @@ from npcserver.conversation.claims import claims_of
 from npcserver.conversation.wordnet import NounBridges
 from npcserver.personas import Persona
 
-# Measured on loadtest/dialogue_questions.toml (75 fact questions, 20 small-talk lines, MiniLM-L6):
+# Measured on loadtest/dialogue_questions.toml (75 fact questions, 20 small-talk lines) with MiniLM-L6
+# alone; the mean of MiniLM's and MPNet's cosines sits on the same scale, and these bars were kept for it:
 # a fact question's best fact scores 0.23 at p10 and 0.38 at p50; small talk reaches 0.3-0.5 when
 # it names something a fact mentions ("Quiet day at the gate?" -> when the gate closes). Saying a
 # near fact to small talk costs little; missing the fact a question asked for is the failure, so the

