@@ -98,6 +98,12 @@ class SentenceEmbedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
+def first_encoder(embedder: SentenceEmbedder) -> SentenceEmbedder:
+    """The first of a mean of encoders (`sentence_embedders.MeanOfEmbedders.members`), else the encoder itself."""
+    members: tuple[SentenceEmbedder, ...] = getattr(embedder, "members", ())
+    return members[0] if members else embedder
+
+
 class TurnDetector(Protocol):
     """Hears from the audio alone (intonation, rhythm, the last words' sound) whether the player's turn is over."""
 

@@ -174,20 +174,17 @@ class KnowledgeIndex:
         self._bridges = NounBridges(persona.facts, {form.lower() for form in _name_forms(persona)})
 
     def query_text(self, line: str) -> str:
-        """What is embedded for the line (a caller may embed it in a batch with other texts): the
-        line without its address, and the facts' own words for the nouns it names differently
+        """What is embedded for the line: the line without its address, and the facts' own words for the nouns it names differently
         ("... tie up my old nag? (horse)")."""
         line = self._without_address(line)
         fact_words = self._bridges.fact_words_for(line)
         return f"{line} ({', '.join(fact_words)})" if fact_words else line
 
-    def lookup(self, line: str, query: np.ndarray | None = None) -> Lookup:
-        """The facts nearest the line (blocking: one embedding, unless `query` is the embedding of
-        `query_text(line)` already)."""
+    def lookup(self, line: str) -> Lookup:
+        """The facts nearest the line (blocking: one embedding)."""
         if not line.strip() or (not self._shown and not self.persona.forbidden_topics):
             return NOTHING_FOUND
-        if query is None:
-            query = self._embedder.embed([self.query_text(line)])[0]
+        query = self._embedder.embed([self.query_text(line)])[0]
         topic, topic_score = None, -1.0
         if len(self._topic_vectors):
             topic_scores = self._topic_vectors @ query

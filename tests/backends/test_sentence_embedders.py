@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from npcserver.backends.base import first_encoder
 from npcserver.backends.fake import FakeEmbedder
 from npcserver.backends.sentence_embedders import MeanOfEmbedders
 
@@ -35,3 +36,9 @@ def test_a_dot_product_of_the_mean_is_the_mean_of_the_members_cosines() -> None:
 def test_a_mean_of_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         MeanOfEmbedders([])
+
+
+def test_the_action_detector_uses_only_the_first_encoder_of_a_mean() -> None:
+    words, fixed = FakeEmbedder(), _FixedEmbedder("a horse for sale", dimensions=3)
+    assert first_encoder(MeanOfEmbedders([words, fixed])) is words
+    assert first_encoder(fixed) is fixed  # one encoder is its own first
