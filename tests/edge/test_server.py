@@ -7,12 +7,13 @@ import json
 import threading
 import urllib.request
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from npcserver.backends import Backends
-from npcserver.backends.fake import FakeDialogue
+from npcserver.backends.fake import FakeDialogue, FakeEmbedder, FakeSynthesizer, FakeTranscriber
 from npcserver.config import Settings
 from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_backends, fake_settings, silence, tone
@@ -42,6 +43,33 @@ async def test_healthz_is_503_while_models_load_then_200() -> None:
         status, body = await asyncio.to_thread(http_get, server, "/healthz")
         assert (status, body["status"]) == (200, "ready")
 
+
+
+class _HeldEmbedder(FakeEmbedder):
+    """Fake: embeds only once `release` is set, and counts the texts it was given."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release, self.texts = release, 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.release.wait(10)
+        self.texts += len(texts)
+        return super().embed(texts)
+
+
+async def test_the_node_is_ready_only_once_every_persona_index_is_built() -> None:
+    release = threading.Event()
+    embedder = _HeldEmbedder(release)
+    backends = Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer(), embedder)
+    async with NpcServer(fake_settings(), backends) as server:
+        status, body = await asyncio.to_thread(http_get, server, "/healthz")
+        assert (status, body["status"]) == (503, "loading")
+        release.set()
+        await asyncio.wait_for(server.wait_ready(), 5)
+        assert embedder.texts > 0 and server.runner is not None
+        personas = [server.personas.get(pid) for pid in server.personas.ids()]
+        assert all(p is not None and server.runner.knowledge_index(p) is None for p in personas)  # nothing left to build
 
 async def test_personas_endpoint_lists_the_shipped_blacksmith(fake_server: NpcServer) -> None:
     status, body = await asyncio.to_thread(http_get, fake_server, "/v1/personas")
