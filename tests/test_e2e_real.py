@@ -142,7 +142,9 @@ async def test_a_spoken_request_triggers_the_declared_action_and_a_near_miss_doe
         sent[name] = [m for m in talk.messages if m["type"] == "action"]
         if name == "horseshoes":
             kinds = [m["type"] for m in talk.messages]
-            assert kinds.index("action") < kinds.index("audio_start")  # the game hears of it before the voice
+            # the game hears of it before any of the reply (a filler line may already be playing: the
+            # lookup and the action decision take 100-300 ms on a slow CPU)
+            assert kinds.index("action") < kinds.index("reply"), kinds
             reply = "".join(m["text"] for m in talk.messages if m["type"] == "reply")
             assert reply.startswith("The horseshoes it is. Good iron, so pay up.") and rms(bytes(talk.audio[1])) > 0.01
     assert [(m["id"], m["args"]) for m in sent["horseshoes"]] == [("sell_item", {"item": "horseshoes"})]
