@@ -109,9 +109,7 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
     if args.npc:
         lines = [(kind, q) for kind, q in lines if q["npc"] in args.npc]
     # as a node does when it starts: every persona's indexes built before its first player speaks
-    personas = [persona for npc in sorted({q["npc"] for _, q in lines}) if (persona := store.get(npc)) is not None]
-    building = [runner.knowledge_index(persona) for persona in personas]
-    await asyncio.gather(*(asyncio.wrap_future(future) for future in building if future is not None))
+    await runner.build_indexes([persona for npc in sorted({q["npc"] for _, q in lines}) if (persona := store.get(npc)) is not None])
     outcomes = []
     started = time.monotonic()
     total = len(lines) * args.runs

@@ -158,6 +158,12 @@ class ModelRunner:
         indexes = self._indexes_of(persona)
         return indexes.facts.lookup(line), indexes.actions.decide(line, previous)
 
+    async def build_indexes(self, personas: Sequence[Persona]) -> None:
+        """Build the personas' fact and action indexes on the knowledge worker and wait until they are
+        built (a persona whose build fails is logged, and built again at its first turn)."""
+        building = [future for persona in personas if (future := self.knowledge_index(persona)) is not None]
+        await asyncio.gather(*(asyncio.wrap_future(future) for future in building), return_exceptions=True)
+
     def knowledge_index(self, persona: Persona) -> Future[PersonaIndexes] | None:
         """Build the persona's fact and action indexes in the background, so its first turn does not wait
         (None: nothing to build)."""

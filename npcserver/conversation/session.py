@@ -283,7 +283,6 @@ class Session:
         await self.emit(Ready(self.id, NpcInfo(persona.id, persona.name), out))
         log.info("session %s started: npc=%s rate=%d", self.id, persona.id, rate)
         self.services.runner.prefill(persona_prefix(persona), once_key=(persona.id, persona.version))
-        self.services.runner.knowledge_index(persona)
         if self.settings.fillers:
             self.services.fillers.warm(persona)
         if persona.greeting and message.greeting:

@@ -208,27 +208,21 @@ class NpcServer:
         phrases = PhraseAudioCache(cache_mb * 1024 * 1024) if cache_mb > 0 else None
         runner = ModelRunner(backends, interleave_llm=self.settings.llm_interleave, phrase_cache=phrases)
         self.fillers = FillerCache(runner)
-        await self._build_indexes(runner)
+        # Every persona's fact and action indexes before the node says it is ready: built when a first
+        # player speaks, they would hold that turn and the ones behind it on the knowledge worker (0.4-3 s
+        # a persona with the embedded encoders on a CPU). A persona saved from now on is rebuilt at once.
+        self.personas.add_listener(lambda change: self._index_changed_persona(runner, change))
+        if backends.embedder is not None:
+            log.info("building the fact and action indexes of %d personas...", len(self.personas.ids()))
+            await runner.build_indexes([p for pid in self.personas.ids() if (p := self.personas.get(pid)) is not None])
         self.runner = runner  # ready
-        self.personas.add_listener(self._index_changed_persona)
         log.info("ready in %.1f s: %s", time.perf_counter() - started, self.url)
 
-    async def _build_indexes(self, runner: ModelRunner) -> None:
-        """Every persona's fact and action indexes, before the node says it is ready: built when a first
-        player speaks, they would hold that turn and the ones behind it on the knowledge worker
-        (0.4-3 s a persona with the embedded encoders on a CPU). A persona that fails is logged and
-        built again at its first turn."""
-        personas = [persona for persona_id in self.personas.ids() if (persona := self.personas.get(persona_id)) is not None]
-        building = [future for persona in personas if (future := runner.knowledge_index(persona)) is not None]
-        if building:
-            log.info("building the fact and action indexes of %d personas...", len(building))
-            await asyncio.gather(*(asyncio.wrap_future(future) for future in building), return_exceptions=True)
-
-    def _index_changed_persona(self, change: PersonaChange) -> None:
+    def _index_changed_persona(self, runner: ModelRunner, change: PersonaChange) -> None:
         """A saved persona's indexes are rebuilt at once, in the background, not at its next turn."""
         persona = self.personas.get(change.id)
-        if change.kind in ("added", "updated") and persona is not None and self.runner is not None:
-            self.runner.knowledge_index(persona)
+        if change.kind in ("added", "updated") and persona is not None:
+            runner.knowledge_index(persona)
 
     def _end_sessions_of_removed_persona(self, change: PersonaChange) -> None:
         """A deleted persona file ends its sessions now (npc_removed, close 1001), not at their next frame:
