@@ -173,7 +173,7 @@ def lookup_only(args: argparse.Namespace) -> None:
             found = indexes.setdefault(persona.id, KnowledgeIndex(persona, embedder)).lookup(question["player"])
             tally = counts[persona.id]
             tally[kind] += 1
-            if kind == "fact" and found.must_state is not None:
+            if kind == "fact" and found.must_state is not None and found.forbidden_topic is None:
                 said = [match.fact for match in found.to_state]
                 tally["right" if question["fact"] - 1 in said else "other"] += 1
                 tally["two_facts"] += len(said) > 1
