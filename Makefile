@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m ruff check npcserver loadtest game_client_demo tests
+	$(PY) -m ruff check npcserver loadtest game_client_demo tests training
 	$(PY) -m mypy npcserver
 
 clean:

@@ -91,7 +91,7 @@ def detect_only(args: argparse.Namespace) -> dict[str, Any]:
     from npcserver.personas.store import PersonaStore
 
     settings = Settings()
-    embedder = load_sentence_embedder(settings)
+    embedder = load_sentence_embedder(settings, spec=settings.action_model)
     store = PersonaStore(settings.voices)
     indexes: dict[str, ActionIndex] = {}
     by_npc: dict[str, list[str]] = defaultdict(list)

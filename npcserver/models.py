@@ -37,7 +37,10 @@ EMBEDDED_ASR_MODELS = ("tiny.en", "base")
 EMBEDDED_LLM_MODEL = "smollm2-135m"
 EMBEDDED_TURN_DETECTOR = "smart-turn-v3.2"
 EMBEDDED_VOICE = "en_US-joe-medium"
-EMBEDDED_KNOWLEDGE_MODELS = ("all-minilm-l6-v2", "all-mpnet-base-v2")
+# the two encoders as published, and each with the adapter trained for NPC fact lookup merged in
+# (npcserver/backends/lora.py; training/lookup_adapter.py)
+EMBEDDED_KNOWLEDGE_MODELS = ("all-minilm-l6-v2", "all-mpnet-base-v2", "all-minilm-l6-v2-npc", "all-mpnet-base-v2-npc")
+_ADAPTED = "-npc"
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -197,8 +200,20 @@ def _mpnet_parts() -> list[Path]:
 
 
 def _knowledge_target(name: str, cache_dir: Path) -> Path:
-    sources = [_minilm_source() / "model.safetensors"] if name == "all-minilm-l6-v2" else _mpnet_parts()
+    base = name.removesuffix(_ADAPTED)
+    sources = [_minilm_source() / "model.safetensors"] if base == "all-minilm-l6-v2" else _mpnet_parts()
+    if name.endswith(_ADAPTED):
+        sources.append(_adapter_file(name))
     return cache_dir / f"{name}-onnx-{_source_key(*sources)}"
+
+
+def _adapter_file(name: str) -> Path:
+    from npcserver.backends.lora import ADAPTERS
+
+    path = ADAPTERS / f"{name}.npz"
+    if not path.is_file():
+        raise ModelError(f"the fact lookup model {name!r} needs its adapter {path}, which is not there")
+    return path
 
 
 def resolve_turn_detector(name_or_path: str) -> Path:
@@ -303,14 +318,26 @@ def prepare_models(settings: Settings, progress: Progress | None = _print_progre
 
 
 def prepare_knowledge_models(settings: Settings, progress: Progress | None = _print_progress) -> None:
-    """Export the embedded sentence encoders `settings.knowledge_model` names to ONNX, once (~30 s)."""
+    """Export the embedded sentence encoders of the fact lookup and the action matcher to ONNX, once (~30 s)."""
     if settings.knowledge_model == "none":
         return
-    for name in knowledge_model_names(settings.knowledge_model):
+    for name in dict.fromkeys([*knowledge_model_names(settings.knowledge_model), *knowledge_model_names(settings.action_model)]):
         target = _knowledge_target(name, settings.cache_dir) if name in EMBEDDED_KNOWLEDGE_MODELS else None
         if target is not None and not target.is_dir():
-            build = _prepare_minilm if name == "all-minilm-l6-v2" else _prepare_mpnet
-            _build_atomically(target, build, _StepTimer(progress or (lambda _message: None)))
+            _build_atomically(target, _knowledge_builder(name), _StepTimer(progress or (lambda _message: None)))
+
+
+def _knowledge_builder(name: str) -> Callable[[Path, Progress], None]:
+    base = name.removesuffix(_ADAPTED)
+    copy_base = _copy_minilm if base == "all-minilm-l6-v2" else _unpack_mpnet
+
+    def build(out: Path, step: Progress) -> None:
+        copy_base(out, step)
+        if name.endswith(_ADAPTED):
+            _merge_adapter(out, _adapter_file(name), step)
+        _export_encoder(out, name, step)
+
+    return build
 
 
 def _build_atomically(target: Path, build: Callable[[Path, Progress], None], step: Progress) -> None:
@@ -360,13 +387,12 @@ def _convert_gguf(out: Path, step: Progress) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _prepare_minilm(out: Path, step: Progress) -> None:
+def _copy_minilm(out: Path, step: Progress) -> None:
     step("copying all-MiniLM-L6-v2")
     shutil.copytree(_minilm_source(), out, dirs_exist_ok=True)
-    _export_encoder(out, "all-MiniLM-L6-v2", step)
 
 
-def _prepare_mpnet(out: Path, step: Progress) -> None:
+def _unpack_mpnet(out: Path, step: Progress) -> None:
     step("joining the five parts of all-mpnet-base-v2.zip")
     joined = out / "all-mpnet-base-v2.zip"
     with open(joined, "wb") as whole:
@@ -384,7 +410,17 @@ def _prepare_mpnet(out: Path, step: Progress) -> None:
             with archive.open(member) as source, open(target, "wb") as copy:
                 shutil.copyfileobj(source, copy, length=8 << 20)
     joined.unlink()
-    _export_encoder(out, "all-mpnet-base-v2", step)
+
+
+def _merge_adapter(folder: Path, adapter: Path, step: Progress) -> None:
+    from transformers import AutoModel
+
+    from npcserver.backends.lora import merge_adapters
+
+    step(f"merging the NPC fact-lookup adapter {adapter.name}")
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    merge_adapters(model, adapter)
+    model.save_pretrained(str(folder))
 
 
 def _export_encoder(folder: Path, name: str, step: Progress) -> None:

@@ -23,6 +23,7 @@ class Backends:
     embedder: SentenceEmbedder | None = None  # finds the persona facts a line asks about; None: no lookup
     turn_detector: TurnDetector | None = None  # hears whether a pause ends the turn; None: pause length alone
     sentence_end: SentenceEndModel | None = None  # reads whether the transcript of a pause is a whole sentence
+    action_embedder: SentenceEmbedder | None = None  # matches lines to declared actions; None: the embedder's first encoder
 
 
 def create_backends(settings: Settings) -> Backends:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from npcserver.models import (
     ModelError,
     available_voice_names,
+    knowledge_model_names,
     prepare_knowledge_models,
     prepare_models,
     resolve_asr_model,
@@ -170,13 +171,13 @@ def load_transcriber(settings: Settings, device: Device, cpu_threads: int) -> tu
         return load("cpu"), "cpu"
 
 
-def load_sentence_embedder(settings: Settings, device: str = "cpu") -> SentenceEmbedder:
-    """The fact lookup's encoders (`settings.knowledge_model`, not 'none'), prepared and warmed, on one
-    thread: the lookup runs on its own worker beside the ASR and LLM threads."""
+def load_sentence_embedder(settings: Settings, device: str = "cpu", spec: str | None = None) -> SentenceEmbedder:
+    """The fact lookup's encoders (`spec`, default `settings.knowledge_model`, not 'none'), prepared and
+    warmed, on one thread: the lookup runs on its own worker beside the ASR and LLM threads."""
     from npcserver.backends.sentence_embedders import open_embedder
 
     prepare_knowledge_models(settings)
-    embedder = open_embedder(resolve_knowledge_models(settings.knowledge_model, settings.cache_dir), device, threads=1)
+    embedder = open_embedder(resolve_knowledge_models(spec or settings.knowledge_model, settings.cache_dir), device, threads=1)
     embedder.embed(["Hello."])
     return embedder
 
@@ -234,11 +235,14 @@ def load_real_backends(settings: Settings) -> Backends:
         log.info("LLM batching on: up to %d replies per forward pass", settings.llm_batch_max)
     log.info("LLM %s (%s) loaded and warmed in %.2f s", settings.llm_model, dialogue.precision, time.monotonic() - start)
 
-    embedder = None
+    embedder = action_embedder = None
     if settings.knowledge_model != "none":
         start = time.monotonic()
         embedder = load_sentence_embedder(settings, device)
-        log.info("knowledge lookup %s loaded in %.2f s", settings.knowledge_model, time.monotonic() - start)
+        if knowledge_model_names(settings.action_model) != knowledge_model_names(settings.knowledge_model)[:1]:
+            action_embedder = load_sentence_embedder(settings, device, settings.action_model)
+        log.info("knowledge lookup %s (actions: %s) loaded in %.2f s", settings.knowledge_model, settings.action_model,
+                 time.monotonic() - start)
 
     turn_detector = None
     if settings.turn_detector != "none":
@@ -262,4 +266,4 @@ def load_real_backends(settings: Settings) -> Backends:
     )
     synthesizer.synthesize("Hello.", VoiceSettings(model=str(default_voice)))
     log.info("TTS %s loaded and warmed in %.2f s", settings.tts_voice, time.monotonic() - start)
-    return Backends(asr, llm, synthesizer, embedder, turn_detector, sentence_end)
+    return Backends(asr, llm, synthesizer, embedder, turn_detector, sentence_end, action_embedder)

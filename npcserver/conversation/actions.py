@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npcserver.backends.base import SentenceEmbedder, first_encoder
+from npcserver.backends.base import SentenceEmbedder
 from npcserver.conversation.claims import words_to_digits
 from npcserver.conversation.requests import not_supposed, opening_verbs, request_parts
 from npcserver.conversation.text import word_stem
@@ -161,7 +161,7 @@ class ActionIndex:
 
     def __init__(self, persona: Persona, embedder: SentenceEmbedder) -> None:
         self.persona = persona
-        self._embedder = embedder = first_encoder(embedder)  # of a mean of several, the first (MiniLM)
+        self._embedder = embedder
         self._by_id = {action.id: action for action in persona.actions}
         forms = {form for action in persona.actions for arg in action.args for value in arg.values for form in arg.spoken_forms(value)}
         self._masks = [_mask_patterns(form) for form in sorted(forms, key=len, reverse=True)]  # longest first

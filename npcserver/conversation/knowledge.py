@@ -150,21 +150,33 @@ def in_person(persona: Persona, text: str, person: str) -> str:
     return text[:1].upper() + text[1:] if text else text
 
 
+@dataclass(frozen=True, slots=True)
+class IndexLine:
+    """One line of a persona's fact index: a clause of a fact, or a fact of several clauses whole."""
+
+    fact: int  # index into persona.facts
+    shown: str  # as written: what the prompt and the reply get
+    embedded: str  # in the second person, as a player asks: what the encoder compares with the line
+
+
+def index_lines(persona: Persona) -> list[IndexLine]:
+    """What the index holds for a persona's facts (also what `training/lookup_adapter.py` trains on)."""
+    clauses = [(index, clause) for index, fact in enumerate(persona.facts) for clause in clauses_of(fact)]
+    # a fact with several clauses is also indexed whole: "what does food cost here?" may match the whole best
+    whole = [(index, fact) for index, fact in enumerate(persona.facts) if len(clauses_of(fact)) > 1]
+    return [IndexLine(index, text, in_person(persona, text, "second")) for index, text in clauses + whole]
+
+
 class KnowledgeIndex:
     """The persona's facts and forbidden topics as unit vectors, for one persona version."""
 
     def __init__(self, persona: Persona, embedder: SentenceEmbedder) -> None:
         self.persona = persona
         self._embedder = embedder
-        self._clauses: list[tuple[int, str]] = [
-            (index, clause) for index, fact in enumerate(persona.facts) for clause in clauses_of(fact)
-        ]
-        # a fact with several clauses is also indexed whole: "what does food cost here?" may match the whole best
-        whole = [(index, fact) for index, fact in enumerate(persona.facts) if len(clauses_of(fact)) > 1]
-        texts = [in_person(persona, clause, "second") for _, clause in self._clauses + whole]
-        self._owners = [index for index, _ in self._clauses + whole]
-        self._shown = [clause for _, clause in self._clauses] + [fact for _, fact in whole]
-        self._vectors = embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        lines = index_lines(persona)
+        self._owners = [line.fact for line in lines]
+        self._shown = [line.shown for line in lines]
+        self._vectors = embedder.embed([line.embedded for line in lines]) if lines else np.zeros((0, 1), dtype=np.float32)
         self._kinds = [given_kinds(text) for text in self._shown]
         self._role_words = frozenset(re.findall(r"[a-z]+", persona.role.lower())) - _NOT_ADDRESS
         # in the second person, as the facts are: "his suppliers" is asked as "who sells to you?"

@@ -32,6 +32,7 @@ from npcserver.backends.base import (
     Speech,
     Transcript,
     VoiceSettings,
+    first_encoder,
 )
 from npcserver.conversation.actions import NO_ACTION, ActionCall, ActionDecision, ActionIndex
 from npcserver.conversation.emotes import emotes_named
@@ -181,7 +182,8 @@ class ModelRunner:
         if known is None or known.version != persona.version:
             assert self.backends.embedder is not None
             embedder = self.backends.embedder
-            known = self._indexes[persona.id] = PersonaIndexes(KnowledgeIndex(persona, embedder), ActionIndex(persona, embedder))
+            actions = ActionIndex(persona, self.backends.action_embedder or first_encoder(embedder))
+            known = self._indexes[persona.id] = PersonaIndexes(KnowledgeIndex(persona, embedder), actions)
         return known
 
     async def synthesize(self, text: str, voice: VoiceSettings, needed_by: float | None = None) -> Speech:
