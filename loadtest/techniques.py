@@ -61,8 +61,10 @@ STEPS: dict[str, tuple[str, list[str]]] = {
                         ["--sentence-end-model", "none"]),
     "no_guessed_word": ("all, but a last word whisper guessed does not make the pause wait",
                         ["--last-word-guessed-below", "0"]),
-    "minilm_only": ("all, but the fact lookup with MiniLM-L6 alone, not averaged with MPNet (the default before)",
-                    ["--knowledge-model", "all-minilm-l6-v2"]),
+    "minilm_only": ("all, but the fact lookup with MiniLM-L6 alone (with its NPC adapter), not averaged with MPNet",
+                    ["--knowledge-model", "all-minilm-l6-v2-npc"]),
+    "no_adapters": ("all, but the lookup's two encoders as published, without the NPC adapters (the default before)",
+                    ["--knowledge-model", "all-minilm-l6-v2+all-mpnet-base-v2"]),
     "model_first": ("all, but the LLM answers a fact question first; the check adds the fact if missing",
                     ["--no-fact-first"]),
 }
