@@ -231,6 +231,13 @@ def test_a_fact_whose_parts_both_answer_the_line_is_said_whole() -> None:
     assert found.must_state is not None and "Karsk" in found.must_state.clause and "not forge" in found.must_state.clause
 
 
+def test_a_part_that_refuses_is_said_with_the_rest_of_its_fact() -> None:
+    # with these bag-of-words vectors "Do you forge armour?" is far nearer the refusal than the whole
+    greta = persona("greta_blacksmith")
+    found = KnowledgeIndex(greta, FakeEmbedder()).lookup("Do you forge armour?")
+    assert found.must_state is not None and found.must_state.clause.startswith("She does not forge armour;")
+
+
 def test_answering_in_the_facts_words_is_not_an_echo_but_repeating_the_player_is() -> None:
     from npcserver.conversation.reply_form import echoes, form_problems
 
