@@ -30,6 +30,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from npcserver.backends.fake import FakeEmbedder
 from npcserver.backends.lora import ADAPTERS, add_adapters, save_adapters
+from npcserver.backends.sentence_embedders import MAX_TOKENS, mean_of_tokens
 from npcserver.config import Settings
 from npcserver.conversation.knowledge import KnowledgeIndex, index_lines
 from npcserver.models import prepare_knowledge_models, resolve_knowledge_models
@@ -75,10 +76,8 @@ class Trainer:
         return [parameter for adapter in self.adapters.values() for parameter in (adapter.a, adapter.b)]
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        return mean_of_tokens(self.model(**batch).last_hidden_state, batch["attention_mask"])
 
     def logits(self, npc: NpcLines) -> torch.Tensor:
         vectors = self.embed(npc.index + [line for line, _ in npc.lines])
@@ -112,7 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="default npcserver/backends/lookup_adapters/<base>-npc.npz")
     args = parser.parse_args()
-    epochs = args.epochs or (4 if args.base == "all-minilm-l6-v2" else 3)
+    epochs = args.epochs if args.epochs is not None else (4 if args.base == "all-minilm-l6-v2" else 3)
     out = args.out or ADAPTERS / f"{args.base}-npc.npz"
 
     torch.manual_seed(args.seed)

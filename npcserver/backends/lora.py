@@ -41,7 +41,7 @@ def _adaptable(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str, 
     for parent_name, parent in model.named_modules():
         for child_name, child in parent.named_children():
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if isinstance(child, torch.nn.Linear) and name.endswith(TARGET_SUFFIXES) and "pooler" not in name:
+            if isinstance(child, torch.nn.Linear) and name.endswith(TARGET_SUFFIXES):
                 found[name] = (parent, child_name, child)
     return found
 

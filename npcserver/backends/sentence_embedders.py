@@ -22,11 +22,11 @@ from transformers import AutoModel, AutoTokenizer
 from npcserver.backends.base import SentenceEmbedder
 
 ONNX_FILE = "encoder.onnx"  # beside the tokenizer files in a prepared encoder folder
-_MAX_TOKENS = 128
+MAX_TOKENS = 128
 _GROUP = 8  # texts per onnxruntime call
 
 
-def _mean_of_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def mean_of_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Sentence-transformers' pooling for these encoders: the mean of the real tokens, unit length."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
@@ -47,10 +47,10 @@ class TransformersEmbedder:
         if self._device.type == "cpu":
             torch.set_num_threads(self._threads)
         with torch.inference_mode():
-            batch = self._tokenizer(texts, padding=True, truncation=True, max_length=_MAX_TOKENS, return_tensors="pt")
+            batch = self._tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
             batch = {key: value.to(self._device) for key, value in batch.items()}
             hidden = self._model(**batch).last_hidden_state
-            return _mean_of_tokens(hidden, batch["attention_mask"]).cpu().numpy()
+            return mean_of_tokens(hidden, batch["attention_mask"]).cpu().numpy()
 
 
 class OnnxEmbedder:
@@ -70,7 +70,7 @@ class OnnxEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         # On a CPU a batch costs what its padded tokens cost, so texts of like length run together:
         # sorted, in groups of _GROUP (a persona's index lines in ~25 % less time than one batch)
-        ids = self._tokenizer(texts, truncation=True, max_length=_MAX_TOKENS)["input_ids"] if texts else []
+        ids = self._tokenizer(texts, truncation=True, max_length=MAX_TOKENS)["input_ids"] if texts else []
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         vectors = np.zeros((len(texts), self._dimensions), dtype=np.float32)
         for start in range(0, len(order), _GROUP):
@@ -115,7 +115,7 @@ class _PooledEncoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return _mean_of_tokens(hidden, attention_mask)
+        return mean_of_tokens(hidden, attention_mask)
 
 
 def export_onnx(folder: Path) -> None:

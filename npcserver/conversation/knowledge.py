@@ -23,6 +23,7 @@ import numpy as np
 from npcserver.backends.base import SentenceEmbedder
 from npcserver.conversation.answer_kinds import asked_kinds, given_kinds
 from npcserver.conversation.claims import claims_of
+from npcserver.conversation.text import NEGATION
 from npcserver.conversation.wordnet import NounBridges
 from npcserver.personas import Persona
 
@@ -37,9 +38,6 @@ FACT_CONFIDENT = 0.3
 FACT_QUESTION = 0.25
 FACTS_IN_PROMPT = 2
 WHOLE_FACT_SHARE = 0.85  # a whole fact of several parts scoring this share of its best part is said whole
-# a part that says what the NPC does not do is said with the rest of its fact: "I do not forge armour"
-# alone leaves out where to go instead ("for armour, go to Karsk"), the part a player needs
-_REFUSAL = re.compile(r"\b(?:not|never|no|cannot|can't|won't|doesn't|don't)\b", re.IGNORECASE)
 # A line nearer a forbidden topic than this, and nearer it than any fact, gets the deflection. Being
 # nearer the topic than every fact is the strong test; this bar only keeps out lines near nothing. On
 # both question sets, 0.25 finds 22 of 35 forbidden-topic lines (0.33: 16) and deflects 4 of 195 others
@@ -220,9 +218,10 @@ class KnowledgeIndex:
             if owner not in best_per_fact:
                 best_per_fact[owner] = FactMatch(owner, self._shown[row], score)
             elif ";" in self._shown[row] and (score >= WHOLE_FACT_SHARE * best_per_fact[owner].score
-                                              or _REFUSAL.search(best_per_fact[owner].clause)):
-                # nearly as near as its best part, or that part is a refusal: the parts belong together
-                # ("I do not forge armour; for armour, go to Karsk"), say the whole fact
+                                              or NEGATION.search(best_per_fact[owner].clause.lower())):
+                # nearly as near as its best part, or that part says what the NPC does not do: the parts
+                # belong together ("I do not forge armour; for armour, go to Karsk": a refusal alone
+                # leaves out where to go instead), say the whole fact
                 best_per_fact[owner] = FactMatch(owner, self._shown[row], best_per_fact[owner].score)
         ranked = sorted(best_per_fact.values(), key=lambda match: -match.score)
         shown = tuple(match for match in ranked[:FACTS_IN_PROMPT] if match.score >= FACT_SHOWN)

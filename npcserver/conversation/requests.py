@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from npcserver.conversation.text import NEGATION
+
 _SPOKEN = [
     (r"\bgimme\b", "give me"), (r"\blemme\b", "let me"), (r"\bwanna\b", "want to"), (r"\bgonna\b", "going to"),
     (r"\bgotta\b", "got to"), (r"\bkinda\b", "kind of"), (r"\b(?:pls|plz|pleas)\b", "please"),
@@ -67,7 +69,6 @@ _QUESTION = re.compile(
 )
 _QUESTION_START = re.compile(r"^(?:is|are|was|were|do|does|did|have|has)\b(?!\s+(?:you\s+)?want\s+to|\s+it\b)")
 _NOT_NOW = re.compile(r"^(?:if|when|once|after|before|last|yesterday|no\b|not\b|nah|never)")
-_NEGATED = re.compile(r"\b(?:don'?t|do\s+not|won'?t|will\s+not|wouldn'?t|can'?t|cannot|no\s+need|not|never)\b")
 # asking to be told is a question, not a request: "could you tell me...", "I'd like to know"
 _INFORMATION_WORDS = frozenset({"tell", "say", "explain", "describe", "know", "ask", "remember", "recommend", "think", "guess", "wonder"})
 _INFORMATION_VERBS = re.compile(rf"^(?:{'|'.join(sorted(_INFORMATION_WORDS))})")
@@ -116,7 +117,7 @@ def _asks(clause: str, verbs: frozenset[str] = frozenset()) -> str | None:
     for match in _ANYWHERE.finditer(clause):
         before, rest = clause[: match.start()], clause[match.end() - 1 :]
         just_before = " ".join(before.split()[-2:])  # "I won't need", not "I can't sleep, let me get"
-        if _QUESTION.search(before) or _NEGATED.search(f"{just_before} {match.group(0)}") or _INFORMATION_VERBS.match(rest):
+        if _QUESTION.search(before) or NEGATION.search(f"{just_before} {match.group(0)}") or _INFORMATION_VERBS.match(rest):
             continue  # "how much would you charge to...", "I won't need...", "could you tell me..."
         return clause[match.start() :]
     return None

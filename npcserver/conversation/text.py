@@ -31,6 +31,8 @@ TERMINALS = ".!?…"
 CLAUSE_MARKS = ",;:"
 DASHES = "—–"
 CLOSERS = "\"'”’»)]*"
+# words that negate what follows, in lowercased text ("I don't want...", "She does not forge armour")
+NEGATION = re.compile(r"\b(?:don'?t|do\s+not|won'?t|will\s+not|wouldn'?t|can'?t|cannot|no\s+need|not|never)\b")
 _GO_ON = -2  # a scanning step that neither cuts nor waits
 
 
