@@ -70,13 +70,15 @@ RULES: dict[str, PauseRule] = {
     ),
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900": WORDS,
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900": replace(WORDS, guessed_word_below=0.4),
+    "smart turn 0.5: 250 / 750 ms, words <0.02, last word p <0.4": replace(WORDS, guessed_word_below=0.4, incomplete_ms=750),
+    "smart turn 0.5: 250 / 800 ms, words <0.02, last word p <0.4": replace(WORDS, guessed_word_below=0.4, incomplete_ms=800),
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.6: 900": replace(WORDS, guessed_word_below=0.6),
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, >=0.25: 500": replace(WORDS, sentence_end_at=0.25),
     "smart turn 0.5: 250 / 900 ms, words <0.05: 900, >=0.25: 500": replace(
         WORDS, sentence_end_below=0.05, sentence_end_at=0.25
     ),
 }
-DEFAULT_RULE = "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900"  # the server's settings
+DEFAULT_RULE = "smart turn 0.5: 250 / 800 ms, words <0.02, last word p <0.4"  # the server's settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from websockets.asyncio.client import connect
 
 from npcserver.backends import Backends
 from npcserver.backends.fake import FakeDialogue, FakeSentenceEnd, FakeSynthesizer, FakeTranscriber
+from npcserver.config import Settings
 from npcserver.edge.server import NpcServer
 from tests.conftest import Conversation, fake_settings, silence, tone
 
@@ -233,12 +234,15 @@ async def test_the_shorter_silence_can_be_turned_off_and_never_applies_to_push_t
     assert "end_silence_ms" not in end["timings"] or end["timings"]["end_silence_ms"] >= 500
 
 
+UNFINISHED_WAIT_MS = Settings().end_silence_incomplete_ms
+
+
 async def test_words_that_break_off_make_the_turn_wait_as_for_an_unfinished_thought() -> None:
     words = FakeSentenceEnd()
     backends = Backends(FakeTranscriber(), FakeDialogue(), FakeSynthesizer(), sentence_end=words)
     end = await _end_silence_after("How much for a", backends=backends, open_mic_s=1.3)
     assert words.calls == ["How much for a"]  # asked on the turn worker, the answer went to the core
-    assert end["timings"]["end_silence_ms"] >= 900
+    assert end["timings"]["end_silence_ms"] >= UNFINISHED_WAIT_MS
     end = await _end_silence_after("How much for a steel sword?", backends=backends)
     assert 300 <= end["timings"]["end_silence_ms"] < 450  # whole words: the finished-sentence wait holds
 
@@ -248,7 +252,7 @@ async def test_a_last_word_the_recogniser_guessed_makes_the_turn_wait_without_as
     backends = Backends(transcriber, FakeDialogue(), FakeSynthesizer(), sentence_end=words)
     transcriber.last_word_probability = 0.2  # "... four of c-" heard as "... four of course."
     end = await _end_silence_after("Eight of spades, four of course.", backends=backends, open_mic_s=1.3)
-    assert words.calls == [] and end["timings"]["end_silence_ms"] >= 900
+    assert words.calls == [] and end["timings"]["end_silence_ms"] >= UNFINISHED_WAIT_MS
     transcriber.last_word_probability = 0.9
     end = await _end_silence_after("Eight of spades, four of clubs.", backends=backends)
     assert words.calls == ["Eight of spades, four of clubs."] and end["timings"]["end_silence_ms"] < 450
