@@ -8,6 +8,9 @@ real TTS) with seeded sampling. Scores:
   that is neither in the fact nor in the question (a wrong fact counts as worse than a missing one:
   it is a failure even if the right value is there too); else *missed*.
 - deflect: the reply is the persona's deflection.
+- unknown (loadtest/dialogue_questions_unknown.toml: questions no fact answers): *fact* when the reply
+  gives one of the persona's facts' numbers or names that the question did not say (a room's price
+  for "how much is a sword?"), *invented* when it gives a number no fact or the question holds; else *ok*.
 - form (every line): `npcserver.conversation.reply_form.form_problems`.
 - latency: typed line -> first reply audio ready, through lookup, LLM and TTS (no ASR, no network).
 
@@ -16,6 +19,7 @@ real TTS) with seeded sampling. Scores:
     python -m loadtest.dialogue --knowledge-model none   # facts only in the system prompt, no check
     python -m loadtest.dialogue --questions loadtest/dialogue_questions_unseen.toml   # the second set
     python -m loadtest.dialogue --lookup-only            # the fact lookup alone, in seconds
+    python -m loadtest.dialogue --questions loadtest/dialogue_questions_unknown.toml   # questions no fact answers
 """
 
 from __future__ import annotations
@@ -39,15 +43,16 @@ from npcserver.conversation.reply_form import form_problems
 QUESTIONS = Path(__file__).with_name("dialogue_questions.toml")
 # written later, by someone who had not read QUESTIONS: a change tuned on one set must hold on the other
 UNSEEN = Path(__file__).with_name("dialogue_questions_unseen.toml")
+KINDS = ("fact", "deflect", "chat", "unknown")  # the line kinds a question file may hold
 
 
 @dataclass
 class Outcome:
     npc: str
-    kind: str  # fact / deflect / chat
+    kind: str  # fact / deflect / chat / unknown
     player: str
     reply: str
-    verdict: str  # held / wrong / missed, deflected / answered, ok (chat)
+    verdict: str  # held / wrong / missed, deflected / answered, ok (chat), ok / fact / invented (unknown)
     form: list[str]
     reply_audio_ms: float | None
     first_token_ms: float | None
@@ -63,9 +68,20 @@ def judge_fact(question: dict[str, Any], fact: str, reply: str) -> str:
     return "held" if all(says(reply, pattern) for pattern in question["must_say"]) else "missed"
 
 
+def judge_unknown(question: dict[str, Any], facts: tuple[str, ...], reply: str) -> str:
+    """A question no fact answers: did the reply answer it with a fact anyway, or with a made-up number?"""
+    said, asked = claims_of(reply), claims_of(question["player"])
+    known = [claims_of(fact) for fact in facts]
+    fact_values = frozenset().union(*(claims.numbers | claims.names for claims in known))
+    if (said.numbers | said.names) & fact_values - asked.numbers - asked.names:
+        return "fact"
+    return "invented" if said.numbers - fact_values - asked.numbers else "ok"
+
+
 def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     facts = [o for o in outcomes if o.kind == "fact"]
     deflects = [o for o in outcomes if o.kind == "deflect"]
+    unknown = [o for o in outcomes if o.kind == "unknown"]
     latency = LatencyHistogram()
     for outcome in outcomes:
         if outcome.reply_audio_ms is not None:
@@ -76,6 +92,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "wrong": sum(o.verdict == "wrong" for o in facts) / max(1, len(facts)),
         "held_by_model": sum(o.verdict == "held" and not o.corrected for o in facts) / max(1, len(facts)),
         "deflected": sum(o.verdict == "deflected" for o in deflects) / max(1, len(deflects)) if deflects else None,
+        "unknown_with_fact": sum(o.verdict == "fact" for o in unknown) / len(unknown) if unknown else None,
+        "unknown_invented": sum(o.verdict == "invented" for o in unknown) / len(unknown) if unknown else None,
         "form": sum(not o.form for o in outcomes) / max(1, len(outcomes)),
         "lines": len(outcomes),
         "reply_audio_p50_ms": latency.percentile(50),
@@ -105,7 +123,7 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
     backends = create_backends(settings)
     runner = ModelRunner(backends)
     spec = tomllib.loads(args.questions.read_text(encoding="utf-8"))
-    lines = [("fact", q) for q in spec["fact"]] + [("deflect", q) for q in spec["deflect"]] + [("chat", q) for q in spec["chat"]]
+    lines = [(kind, q) for kind in KINDS for q in spec.get(kind, [])]
     if args.npc:
         lines = [(kind, q) for kind, q in lines if q["npc"] in args.npc]
     # as a node does when it starts: every persona's indexes built before its first player speaks
@@ -126,6 +144,8 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
                 verdict = judge_fact(question, persona.facts[question["fact"] - 1], reply)
             elif kind == "deflect":
                 verdict = "deflected" if persona.deflection and persona.deflection in reply else "answered"
+            elif kind == "unknown":
+                verdict = judge_unknown(question, persona.facts, reply)
             else:
                 verdict = "ok"
             check = result.check
@@ -137,7 +157,7 @@ async def run(args: argparse.Namespace) -> list[Outcome]:
             )
             outcomes.append(outcome)
             done = len(outcomes)
-            if args.verbose or outcome.verdict in ("wrong", "missed", "answered") or outcome.form:
+            if args.verbose or outcome.verdict in ("wrong", "missed", "answered", "fact", "invented") or outcome.form:
                 note = f" [{', '.join(outcome.form)}]" if outcome.form else ""
                 print(f"  {kind:7s} {verdict:9s} {question['npc']}: {question['player']!r} -> {reply!r}{note}", file=sys.stderr)
             if done % 10 == 0:
@@ -165,8 +185,8 @@ def lookup_only(args: argparse.Namespace) -> None:
     spec = tomllib.loads(args.questions.read_text(encoding="utf-8"))
     indexes: dict[str, KnowledgeIndex] = {}
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for kind in ("fact", "deflect", "chat"):
-        for question in spec[kind]:
+    for kind in KINDS:
+        for question in spec.get(kind, []):
             persona = store.get(question["npc"])
             if persona is None or (args.npc and persona.id not in args.npc):
                 continue
@@ -179,17 +199,19 @@ def lookup_only(args: argparse.Namespace) -> None:
                 tally["two_facts"] += len(said) > 1
             elif kind == "deflect":
                 tally["topic"] += found.forbidden_topic is not None
-            elif kind == "chat":
-                tally["chat_fact"] += found.must_state is not None
+            elif kind in ("chat", "unknown"):
+                tally[f"{kind}_fact"] += found.must_state is not None
     counts["all"] = sum(counts.values(), Counter())
-    print(f"{'persona':18s} {'asked fact':>10s} {'other fact':>10s} {'two facts':>9s} {'topic':>6s} {'chat+fact':>9s}")
+    print(f"{'persona':18s} {'asked fact':>10s} {'other fact':>10s} {'two facts':>9s} {'topic':>6s} {'chat+fact':>9s} "
+          f"{'unknown+fact':>12s}")
     for npc, tally in counts.items():
         print(f"{npc:18s} {_share(tally, 'right', 'fact'):>10s} {_share(tally, 'other', 'fact'):>10s} "
               f"{_share(tally, 'two_facts', 'fact'):>9s} {_share(tally, 'topic', 'deflect'):>6s} "
-              f"{_share(tally, 'chat_fact', 'chat'):>9s}")
+              f"{_share(tally, 'chat_fact', 'chat'):>9s} {_share(tally, 'unknown_fact', 'unknown'):>12s}")
     print("asked fact: the reply must state the fact the question asks for (alone or with a near tie); other fact: "
           "it must state other facts only; two facts: a near tie, both said; topic: a forbidden-topic line is seen as "
-          "one; chat+fact: small talk that must state a fact.")
+          "one; chat+fact: small talk that must state a fact; unknown+fact: a question no fact answers that must "
+          "state a fact.")
 
 
 def print_report(outcomes: list[Outcome]) -> None:
@@ -203,13 +225,20 @@ def print_report(outcomes: list[Outcome]) -> None:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f}"
 
-    print(f"{'persona':18s} {'facts':>5s} {'recall':>7s} {'wrong':>6s} {'by model':>8s} {'deflect':>7s} {'form':>6s} {'p50 ms':>7s} {'p95 ms':>7s}")
+    print(f"{'persona':18s} {'facts':>5s} {'recall':>7s} {'wrong':>6s} {'by model':>8s} {'deflect':>7s} {'unknown+fact':>12s} "
+          f"{'invented':>8s} {'form':>6s} {'p50 ms':>7s} {'p95 ms':>7s}")
     for npc in [*sorted(by_npc), "all"]:
         s = summarise(outcomes if npc == "all" else by_npc[npc])
-        print(f"{npc:18s} {s['facts']:5d} {pct(s['recall']):>7s} {pct(s['wrong']):>6s} {pct(s['held_by_model']):>8s} "
-              f"{pct(s['deflected']):>7s} {pct(s['form']):>6s} {ms(s['reply_audio_p50_ms']):>7s} {ms(s['reply_audio_p95_ms']):>7s}")
+        recall = pct(s["recall"]) if s["facts"] else "-"
+        wrong = pct(s["wrong"]) if s["facts"] else "-"
+        by_model = pct(s["held_by_model"]) if s["facts"] else "-"
+        print(f"{npc:18s} {s['facts']:5d} {recall:>7s} {wrong:>6s} {by_model:>8s} {pct(s['deflected']):>7s} "
+              f"{pct(s['unknown_with_fact']):>12s} {pct(s['unknown_invented']):>8s} {pct(s['form']):>6s} "
+              f"{ms(s['reply_audio_p50_ms']):>7s} {ms(s['reply_audio_p95_ms']):>7s}")
     print("recall: fact questions whose reply states the fact and no wrong value; wrong: a different number, name or "
-          "place; by model: held without the grounding check adding the fact; latency: typed line -> first reply audio.")
+          "place; by model: held without the grounding check adding the fact; unknown+fact: questions no fact answers "
+          "answered with a fact's number or name; invented: with a number no fact holds; latency: typed line -> first "
+          "reply audio.")
 
 
 def write_png(outcomes: list[Outcome], path: Path) -> None:

@@ -268,3 +268,16 @@ def test_the_lookup_benchmark_scores_every_question_file_with_the_real_encoder(c
         rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line[:1].islower()}
         assert {"bram_innkeeper", "greta_blacksmith", "maren_healer", "pip_merchant", "rolf_guard", "all"} <= rows.keys()
         assert float(rows["all"][1]) >= 60  # the share of fact questions whose fact the lookup finds
+
+
+def test_a_question_no_fact_answers_fails_when_the_reply_gives_a_facts_value_or_a_made_up_number() -> None:
+    from loadtest.dialogue import judge_unknown
+
+    facts = ("A room for the night costs 3 silver.", "Bram's wife Hilda bakes the bread every morning.")
+    asked = {"player": "How much is a sword here?"}
+    assert judge_unknown(asked, facts, "A room for the night costs 3 silver.") == "fact"
+    assert judge_unknown(asked, facts, "Ask Hilda, she knows everything.") == "fact"
+    assert judge_unknown(asked, facts, "Swords go for 40 silver, I hear.") == "invented"
+    assert judge_unknown(asked, facts, "I sell ale, friend, not swords.") == "ok"
+    # what the player said himself is no fact given: "Hilda's bread is 3 coins?" -> "Ask Hilda."
+    assert judge_unknown({"player": "Does Hilda sell bread for 3 copper?"}, facts, "Ask Hilda about 3 copper.") == "ok"
