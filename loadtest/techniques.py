@@ -61,6 +61,8 @@ STEPS: dict[str, tuple[str, list[str]]] = {
                         ["--sentence-end-model", "none"]),
     "no_guessed_word": ("all, but a last word whisper guessed does not make the pause wait",
                         ["--last-word-guessed-below", "0"]),
+    "words_never_overrule": ("all, but words that read finished never shorten a pause Smart Turn hears as unfinished (the default before)",
+                             ["--sentence-end-at", "1.1"]),
     "unfinished_900": ("all, but a pause heard as unfinished waits 900 ms, not 800 (the default before)",
                        ["--end-silence-incomplete-ms", "900"]),
     "minilm_only": ("all, but the fact lookup with MiniLM-L6 alone (with its NPC adapter), not averaged with MPNet",

@@ -72,13 +72,22 @@ RULES: dict[str, PauseRule] = {
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.4: 900": replace(WORDS, guessed_word_below=0.4),
     "smart turn 0.5: 250 / 750 ms, words <0.02, last word p <0.4": replace(WORDS, guessed_word_below=0.4, incomplete_ms=750),
     "smart turn 0.5: 250 / 800 ms, words <0.02, last word p <0.4": replace(WORDS, guessed_word_below=0.4, incomplete_ms=800),
+    "smart turn 0.5: 250 / 800 ms, words <0.02 or >=0.3: 500, last word p <0.4": replace(
+        WORDS, guessed_word_below=0.4, incomplete_ms=800, sentence_end_at=0.3
+    ),
+    "smart turn 0.5: 250 / 800 ms, words <0.02 or >=0.4: 500, last word p <0.4": replace(
+        WORDS, guessed_word_below=0.4, incomplete_ms=800, sentence_end_at=0.4
+    ),
+    "smart turn 0.5: 250 / 800 ms, words <0.02 or >=0.5: 500, last word p <0.4": replace(
+        WORDS, guessed_word_below=0.4, incomplete_ms=800, sentence_end_at=0.5
+    ),
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, last word p <0.6: 900": replace(WORDS, guessed_word_below=0.6),
     "smart turn 0.5: 250 / 900 ms, words <0.02: 900, >=0.25: 500": replace(WORDS, sentence_end_at=0.25),
     "smart turn 0.5: 250 / 900 ms, words <0.05: 900, >=0.25: 500": replace(
         WORDS, sentence_end_below=0.05, sentence_end_at=0.25
     ),
 }
-DEFAULT_RULE = "smart turn 0.5: 250 / 800 ms, words <0.02, last word p <0.4"  # the server's settings
+DEFAULT_RULE = "smart turn 0.5: 250 / 800 ms, words <0.02 or >=0.4: 500, last word p <0.4"  # the server's settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +265,7 @@ def player_lines(root: Path) -> list[str]:
     return sorted(line for line in lines if len(line.split()) >= 3)
 
 
-def words_benchmark(lines: list[str], seed: int, thresholds: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.25)) -> dict:
+def words_benchmark(lines: list[str], seed: int, thresholds: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.25, 0.4)) -> dict:
     """Whole lines against the same lines cut at a random word: how the sentence-end model tells them apart."""
     import random
 
